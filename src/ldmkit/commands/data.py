@@ -1,6 +1,175 @@
-"""``ldmkit data``: inspect datasets (placeholder until the data issue lands its `data info`)."""
+"""``ldmkit data info SOURCE``: what a dataset holds, a preview grid, and (for folders) a check of every file."""
+
+from __future__ import annotations
+
+import sys
+
+SOURCES = ("fashion-mnist", "shapes")
+EXAMPLES = """examples:
+  ldmkit data info fashion-mnist
+  ldmkit data info shapes --grid shapes.png --n 16 --scale 4
+  ldmkit data info path/to/images --size 64 --grid preview.png   (opens every image: a data checker)
+"""
 
 
 def add_parser(sub, formatter_class):
-    p = sub.add_parser("data", help="inspect datasets", formatter_class=formatter_class)
-    p.set_defaults(func=lambda args: (print("not implemented yet"), 1)[1])
+    p = sub.add_parser("data", help="inspect and check datasets", formatter_class=formatter_class,
+                       description="Inspect and check datasets.")
+    actions = p.add_subparsers(dest="data_command", metavar="ACTION")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    info = actions.add_parser(
+        "info", help="count, size, channels, labels and captions of a dataset; optional preview grid",
+        formatter_class=formatter_class, epilog=EXAMPLES,
+        description="Print what a dataset holds. SOURCE is 'fashion-mnist', 'shapes' or an image folder. On a "
+                    "folder every image is opened, and any bad file makes the command exit with status 1.")
+    info.add_argument("source", metavar="SOURCE", help="fashion-mnist, shapes, or a directory of images")
+    info.add_argument("--split", default=None,
+                      help="split to show (default: train and test for fashion-mnist, train for shapes)")
+    info.add_argument("--root", default=None, help="Fashion-MNIST directory (default: $LDMKIT_FMNIST_DIR or "
+                                                   "/usr/share/datasets/fashion-mnist)")
+    info.add_argument("--grid", metavar="FILE", default=None, help="write a preview grid PNG of the first N images")
+    info.add_argument("--n", type=int, default=64, help="images in the preview grid")
+    info.add_argument("--nrow", type=int, default=8, help="images per grid row")
+    info.add_argument("--scale", type=int, default=1, help="enlarge the grid by this factor (nearest neighbour)")
+    info.add_argument("--captions", type=int, default=5, help="captions to print")
+    info.add_argument("--size", type=int, default=None,
+                      help="resize + center-crop folder images (and shapes) to this size; folder grids default to 64")
+    info.add_argument("--channels", type=int, default=3, choices=(1, 3), help="channels for folder images")
+    info.add_argument("--skip-bad", action="store_true", help="folder: report bad files but exit 0")
+    info.add_argument("--max-pixels", type=int, default=64_000_000, help="folder: refuse images with more pixels")
+    info.add_argument("--labels", choices=("auto", "yes", "no"), default="auto",
+                      help="folder: labels from sub-folder names")
+    info.add_argument("--seed", type=int, default=0, help="shapes: generator seed")
+    info.add_argument("--length", type=int, default=50_000, help="shapes: dataset length to report")
+    info.set_defaults(func=run_info)
+
+
+def run_info(args) -> int:
+    from ldmkit.data import BadImageError
+
+    try:
+        if args.source == "fashion-mnist":
+            return _info_fashion_mnist(args)
+        if args.source == "shapes":
+            return _info_shapes(args)
+        return _info_folder(args)
+    except (BadImageError, FileNotFoundError, NotADirectoryError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _print_classes(names, counts=None) -> None:
+    for k, name in enumerate(names):
+        suffix = f"  ({counts[k]} images)" if counts is not None else ""
+        print(f"  {k:3d}  {name}{suffix}")
+
+
+def _info_fashion_mnist(args) -> int:
+    import numpy as np
+
+    from ldmkit.data import CLASS_NAMES, FashionMNIST
+    from ldmkit.data.fashion_mnist import resolve_dir
+
+    splits = [args.split] if args.split else ["train", "test"]
+    print(f"source:   fashion-mnist ({resolve_dir(args.root)})")
+    datasets = {s: FashionMNIST(s, root=args.root) for s in splits}
+    for s, ds in datasets.items():
+        print(f"split:    {s}: {len(ds)} images of {ds.size}x{ds.size}x1")
+    print("values:   float in [-1, 1] (uint8 / 127.5 - 1)")
+    print("captions: no; boxes: no")
+    first = datasets[splits[0]]
+    counts = np.bincount(first.labels.numpy(), minlength=len(CLASS_NAMES))
+    print(f"labels:   yes, {len(CLASS_NAMES)} classes (counts in {splits[0]}):")
+    _print_classes(CLASS_NAMES, counts)
+    if args.grid:
+        images, labels = first.tensors()
+        n = min(args.n, len(first))
+        _write_grid(args, images[:n], {"source": "fashion-mnist", "split": splits[0],
+                                       "labels": [CLASS_NAMES[int(v)] for v in labels[:n]]})
+    return 0
+
+
+def _info_shapes(args) -> int:
+    from ldmkit.data import COLOR_NAMES, SHAPE_NAMES, Shapes, collate
+
+    split = args.split or "train"
+    ds = Shapes(args.length, args.size or 32, seed=args.seed, split=split)
+    print(f"source:   shapes (synthetic, seed {args.seed}, split {split}; items exist for every index >= 0)")
+    print(f"count:    {len(ds)} (set with --length)")
+    print(f"image:    {ds.size}x{ds.size}x3, float in [-1, 1]")
+    print("labels:   no; captions: yes; boxes: yes (x0, y0, x1, y1 in [0, 1]) with shape labels and colours")
+    print(f"shapes:   {', '.join(f'{k} {n}' for k, n in enumerate(SHAPE_NAMES))}")
+    print(f"colours:  {', '.join(f'{k} {n}' for k, n in enumerate(COLOR_NAMES))}")
+    print("captions (first ones):")
+    for i in range(min(args.captions, len(ds))):
+        print(f"  [{i}] {ds.scene(i).caption}")
+    if args.grid:
+        n = min(args.n, len(ds))
+        batch = collate([ds[i] for i in range(n)])
+        _write_grid(args, batch.images, {"source": "shapes", "seed": args.seed, "split": split,
+                                         "captions": batch.captions})
+        print("grid captions (row, column):")
+        for i, caption in enumerate(batch.captions):
+            print(f"  ({i // args.nrow}, {i % args.nrow}) {caption}")
+    return 0
+
+
+def _info_folder(args) -> int:
+    from ldmkit.data import ImageFolder, collate, load_image
+
+    labels = {"auto": None, "yes": True, "no": False}[args.labels]
+    ds = ImageFolder(args.source, args.size, args.channels, labels=labels, skip_bad=True,
+                     max_pixels=args.max_pixels, cache=False, progress=sys.stderr.isatty())
+    total = len(ds) + len(ds.bad_files)
+    print(f"source:   folder {ds.root}")
+    print(f"count:    {len(ds)} good images of {total} image files")
+    widths = [w for w, _ in ds.native_sizes]
+    heights = [h for _, h in ds.native_sizes]
+    print(f"native:   width {min(widths)}-{max(widths)}, height {min(heights)}-{max(heights)}; modes "
+          + ", ".join(f"{m} {c}" for m, c in sorted(ds.native_modes.items())))
+    size = f"{ds.size}x{ds.size}" if ds.size else "native size"
+    print(f"image:    {size}x{ds.channels} after resize + center-crop (set with --size, --channels)")
+    if ds.class_names:
+        counts = [0] * len(ds.class_names)
+        for rec in ds.records:
+            counts[rec.label] += 1
+        print(f"labels:   yes, {len(ds.class_names)} classes from sub-folder names:")
+        _print_classes(ds.class_names, counts)
+    else:
+        print("labels:   no")
+    if ds.has_captions:
+        with_caption = [r for r in ds.records if r.caption]
+        print(f"captions: {len(with_caption)} of {len(ds)} images have one")
+        for r in with_caption[:args.captions]:
+            print(f"  {r.path}: {r.caption}")
+    else:
+        print("captions: no")
+    if args.grid:
+        n = min(args.n, len(ds))
+        if ds.size:
+            images = collate([ds[i] for i in range(n)]).images
+        else:  # native sizes differ: preview at 64 pixels
+            images = [load_image(ds.path(i), size=64, channels=ds.channels, max_pixels=ds.max_pixels)
+                      for i in range(n)]
+        _write_grid(args, images, {"source": str(ds.root), "files": [r.path for r in ds.records[:n]]})
+    for path, reason in ds.bad_files:
+        print(f"error: {path}: {reason}", file=sys.stderr)
+    if ds.bad_files:
+        verdict = "skipped (--skip-bad)" if args.skip_bad else "fix or remove them, or pass --skip-bad"
+        print(f"{len(ds.bad_files)} bad image file(s): {verdict}", file=sys.stderr)
+        return 0 if args.skip_bad else 1
+    return 0
+
+
+def _write_grid(args, images, metadata: dict) -> None:
+    from PIL import Image
+
+    from ldmkit.images import make_grid, save_png
+
+    grid = make_grid(images, nrow=args.nrow, padding=2, pad_value=128)
+    if args.scale > 1:
+        h, w = grid.shape[:2]
+        grid = Image.fromarray(grid if grid.shape[-1] != 1 else grid[..., 0]).resize(
+            (w * args.scale, h * args.scale), Image.Resampling.NEAREST)
+    path = save_png(args.grid, grid, metadata)
+    print(f"grid:     {path} ({len(images)} images, {args.nrow} per row)")

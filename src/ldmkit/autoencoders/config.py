@@ -1,0 +1,176 @@
+"""Typed configuration of an autoencoder run, loaded strictly from YAML/JSON dictionaries.
+
+A config file has four sections, each a dataclass below: ``model``, ``loss``, ``data``, ``train``. An
+unknown key, a wrong type or an invalid value is an error that names the file, the dotted key and the value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ldmkit.config import ConfigError, apply_overrides, from_dict, to_dict
+from ldmkit.data import DataConfig
+
+ModelType = Literal["kl", "vq"]
+PerceptualType = Literal["none", "fmnist", "lpips_vgg"]
+PosteriorChoice = Literal["sample", "mode"]
+
+
+@dataclass
+class VQConfig:
+    """Vector quantiser (van den Oord et al. 2017) options.
+
+    Attributes:
+        num_codes: codebook size K.
+        beta: commitment-loss weight.
+        ema: update the codebook by exponential moving averages (no codebook loss) instead of gradients.
+        decay: EMA decay.
+        restart_dead: replace codes whose usage EMA falls below ``dead_threshold`` with encoder outputs.
+        dead_threshold: usage EMA (expected assignments per batch) under which a code counts as dead.
+        usage_decay: decay of the per-code usage EMA used for dead-code detection.
+    """
+
+    num_codes: int = 256
+    beta: float = 0.25
+    ema: bool = True
+    decay: float = 0.99
+    restart_dead: bool = True
+    dead_threshold: float = 0.03
+    usage_decay: float = 0.99
+
+
+@dataclass
+class ModelConfig:
+    """Autoencoder architecture. ``f = 2 ** (len(channel_mult) - 1)``; latents are ``[z_channels, H/f, W/f]``.
+
+    For ``type: vq`` the latent dimension ``z_channels`` is also the codebook vector dimension.
+    """
+
+    type: ModelType = "kl"
+    in_channels: int = 1
+    channels: int = 32
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2])
+    num_res_blocks: int = 1
+    z_channels: int = 4
+    mid_attention: bool = True
+    dropout: float = 0.0
+    vq: VQConfig = field(default_factory=VQConfig)
+
+    @property
+    def factor(self) -> int:
+        return 2 ** (len(self.channel_mult) - 1)
+
+
+@dataclass
+class LossConfig:
+    """Autoencoder training loss (Rombach et al. 2022, Eq. 25; Esser et al. 2021, Eq. 5-7).
+
+    L = rec_weight * L1 + perceptual_weight * L_perc + adaptive_weight * disc_weight * L_adv + L_reg, where
+    L_reg = kl_weight * KL / (C*H*W) (KL summed over latent dims per image, normalised like the per-pixel L1;
+    with this normalisation ``kl_weight = 1e-6`` matches Rombach's summed-loss balance) or
+    codebook_weight * (codebook + beta * commitment) for VQ.
+    """
+
+    rec_weight: float = 1.0
+    perceptual: PerceptualType = "fmnist"
+    perceptual_weight: float = 1.0
+    lpips_path: str | None = None
+    lpips_sha256: str | None = None
+    kl_weight: float = 1.0e-6
+    codebook_weight: float = 1.0
+    disc_start: int = 2000
+    disc_weight: float = 0.5
+    disc_layers: int = 2
+    disc_channels: int = 64
+    max_adaptive_weight: float = 1.0e4
+
+
+@dataclass
+class AETrainConfig:
+    """Optimisation of the autoencoder and its discriminator (two Adam optimizers).
+
+    Attributes:
+        max_steps: optimizer steps of the autoencoder.
+        batch_size: images per step.
+        limit: train on the first ``limit`` images only (None: all).
+        lr, disc_lr: Adam learning rates of the autoencoder and of the discriminator.
+        adam_betas: Adam betas of both (GAN practice: (0.5, 0.9)).
+        sample_posterior: KL models decode a posterior sample (True, Rombach et al.) or its mean.
+        log_every, checkpoint_every: periods in steps; keep_last: checkpoints kept.
+        device: ``auto`` (accelerator if present, else CPU) or a torch device string.
+    """
+
+    max_steps: int = 3000
+    batch_size: int = 64
+    limit: int | None = None
+    lr: float = 2.0e-4
+    disc_lr: float = 2.0e-4
+    adam_betas: tuple[float, float] = (0.5, 0.9)
+    seed: int = 0
+    log_every: int = 100
+    checkpoint_every: int = 1000
+    keep_last: int = 2
+    sample_posterior: bool = True
+    device: str = "auto"
+
+
+@dataclass
+class AutoencoderRunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: AETrainConfig = field(default_factory=AETrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+def validate(cfg: AutoencoderRunConfig, where: str) -> AutoencoderRunConfig:
+    """Value checks that types alone cannot express."""
+    m = cfg.model
+    if not 1 <= len(m.channel_mult) <= 4:
+        raise ConfigError(f"{where}: model.channel_mult must have 1-4 entries (f = 1, 2, 4, 8), "
+                          f"got {m.channel_mult}")
+    for key, val in (("model.channels", m.channels), ("model.z_channels", m.z_channels),
+                     ("model.num_res_blocks", m.num_res_blocks), ("model.vq.num_codes", m.vq.num_codes),
+                     ("train.max_steps", cfg.train.max_steps), ("train.batch_size", cfg.train.batch_size)):
+        if val < 1:
+            raise ConfigError(f"{where}: {key} must be >= 1, got {val}")
+    if not 0.0 < m.vq.decay < 1.0:
+        raise ConfigError(f"{where}: model.vq.decay must be in (0, 1), got {m.vq.decay}")
+    size = cfg.data.image_size or cfg.data.pad_to or 28
+    if cfg.data.hflip:
+        raise ConfigError(f"{where}: data.hflip is not supported by train-ae; set it to false")
+    if size % m.factor:
+        raise ConfigError(f"{where}: image size {size} (data.pad_to) is not divisible by f = {m.factor} "
+                          f"(model.channel_mult has {len(m.channel_mult)} levels); use data.pad_to: 32")
+    if cfg.loss.perceptual == "lpips_vgg" and not cfg.loss.lpips_path:
+        raise ConfigError(f"{where}: loss.perceptual is 'lpips_vgg' but loss.lpips_path is not set")
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None,
+                data: dict | None = None) -> AutoencoderRunConfig:
+    """Load an autoencoder run config from a YAML file (or ``data``), apply overrides, validate strictly."""
+    import yaml
+
+    where = str(path) if path is not None else "<dict>"
+    if data is None:
+        if path is None:
+            raise ConfigError("load_config needs a path or a dict")
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({e})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of sections (model, loss, data, train)")
+    try:
+        cfg = from_dict(AutoencoderRunConfig, apply_overrides(data, list(overrides or [])))
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return validate(cfg, where)

@@ -1,0 +1,42 @@
+"""``ldmkit info CKPT_DIR``: the config, parameter count and training step of a checkpoint."""
+
+from __future__ import annotations
+
+import sys
+
+
+def add_parser(sub, formatter_class):
+    p = sub.add_parser("info", help="show a checkpoint's config, parameter count and step",
+                       formatter_class=formatter_class)
+    p.add_argument("checkpoint", help="checkpoint folder, or a run folder (its latest checkpoint)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ldmkit.config import ConfigError, config_from_data, dump_yaml
+    from ldmkit.training import checkpoint as ckpt_io
+
+    try:
+        ckpt = ckpt_io.resolve_checkpoint(args.checkpoint)
+        meta = ckpt_io.load_checkpoint_config(ckpt)
+        cfg = config_from_data(meta["config"], source=str(ckpt / "config.json"))
+        weights = ckpt_io.read_tensors(ckpt / "model.safetensors")
+        state = ckpt_io.read_json(ckpt / "state.json") if (ckpt / "state.json").is_file() else {}
+    except (ckpt_io.CheckpointError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    train = state.get("train", {})
+    params = sum(t.numel() for t in weights.values())
+    size = sum(p.stat().st_size for p in ckpt.iterdir() if p.is_file())
+    print(f"checkpoint: {ckpt}")
+    print(f"format version: {meta['format_version']} (ldmkit {meta.get('ldmkit_version', '?')})")
+    print(f"step: {meta['step']} of {cfg.train.max_steps}; images seen: {train.get('images_seen', '?')}; "
+          f"epoch {train.get('epoch', '?')}; training time {train.get('elapsed_s', 0.0):.0f} s")
+    print(f"parameters: {params:,} ({params / 1e6:.2f}M); folder size {size / 2**20:.1f} MiB; "
+          f"EMA weights: {'yes' if (ckpt / 'ema.safetensors').is_file() else 'no'}")
+    others = [p.name for p in ckpt_io.list_checkpoints(ckpt.parent.parent)] if ckpt.parent.name == "checkpoints" else []
+    if others:
+        print(f"checkpoints in this run: {', '.join(others)}")
+    print("config:")
+    print("  " + dump_yaml(cfg).rstrip().replace("\n", "\n  "))
+    return 0

@@ -1,0 +1,200 @@
+"""Where diffusion runs: pixel space (identity) or an autoencoder's latent space (Rombach et al. 2022).
+
+Both classes have the same interface, so pixel DDPM and LDM share one code path:
+
+    space = latent_space_for(config.first_stage)      # PixelSpace() when first_stage is None
+    z = space.encode(images)                          # training: diffuse z instead of images
+    images = space.decode(z)                          # sampling: decode the sampler's output
+
+``LatentSpace`` multiplies latents by ``scale_factor`` (1 / std of the latents, measured once by
+``ldmkit ae-stats CKPT_DIR`` and stored in the autoencoder's ``config.json``) so that they have roughly unit
+variance, as the diffusion schedules assume. It is never estimated from the first training batch: a
+checkpoint without ``scale_factor`` is refused.
+
+KL posterior: by default ``encode`` draws a sample z ~ q(z|x), as Rombach et al. do; ``posterior="mode"``
+uses the mean instead (deterministic, slightly sharper decodes). ``ae-stats`` records which one it measured
+and ``from_checkpoint`` uses the same one. VQ autoencoders give the pre-quantisation latent; ``decode``
+quantises it before decoding.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import torch
+from torch import nn
+
+PosteriorChoice = Literal["sample", "mode"]
+
+
+class PixelSpace:
+    """The identity "first stage": diffusion directly on images (LDM-1)."""
+
+    factor = 1
+    scale_factor = 1.0
+
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return x
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def encode_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return x, None
+
+    def sample_from_params(self, mean: torch.Tensor, std: torch.Tensor | None,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+        return mean
+
+    def latent_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        return tuple(image_shape)
+
+    def to(self, device: torch.device | str) -> "PixelSpace":
+        return self
+
+    def describe(self) -> dict:
+        return {"type": "pixel"}
+
+
+class LatentSpace:
+    """Encode to / decode from a frozen autoencoder's latent space, scaled by ``scale_factor``.
+
+    Args:
+        autoencoder: an :class:`~ldmkit.autoencoders.AutoencoderKL` or :class:`~ldmkit.autoencoders.VQAutoencoder`.
+        scale_factor: multiplies latents after encoding (divides before decoding); must be positive.
+        posterior: KL only: ``sample`` (Rombach et al.) or ``mode``.
+    """
+
+    def __init__(self, autoencoder: nn.Module, scale_factor: float, posterior: PosteriorChoice = "sample"):
+        if scale_factor is None or not (float(scale_factor) > 0.0) or scale_factor != scale_factor:
+            raise ValueError(f"LatentSpace: scale_factor must be a positive number, got {scale_factor!r}; "
+                             "measure it with 'ldmkit ae-stats CKPT_DIR'")
+        if posterior not in ("sample", "mode"):
+            raise ValueError(f"LatentSpace: posterior must be 'sample' or 'mode', got {posterior!r}")
+        self.autoencoder = autoencoder.eval().requires_grad_(False)
+        self.scale_factor = float(scale_factor)
+        self.posterior = posterior
+        self.source: str | None = None
+
+    @property
+    def factor(self) -> int:
+        return int(self.autoencoder.factor)
+
+    @property
+    def is_vq(self) -> bool:
+        from ldmkit.autoencoders.vq import VQAutoencoder
+
+        return isinstance(self.autoencoder, VQAutoencoder)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: torch.device | str = "cpu",
+                        posterior: PosteriorChoice | None = None) -> "LatentSpace":
+        """Load an autoencoder checkpoint (folder or run folder) that has a measured ``scale_factor``."""
+        from ldmkit.autoencoders.checkpoint import load_autoencoder, read_ae_meta
+
+        folder, meta = read_ae_meta(path)
+        if meta.get("scale_factor") is None:
+            raise ValueError(f"first_stage {path}: {folder / 'config.json'} has no scale_factor. Measure it "
+                             f"once with 'ldmkit ae-stats {path}' (1 / std of the latents over a data sample) "
+                             "before training a diffusion model in this latent space.")
+        ae, meta = load_autoencoder(folder, device)
+        stats = meta.get("latent_stats") or {}
+        space = cls(ae, meta["scale_factor"], posterior or stats.get("posterior", "sample"))
+        space.source = str(folder)
+        return space
+
+    @torch.no_grad()
+    def encode_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Scaled posterior mean and std ``[N, c, H/f, W/f]`` (std None: deterministic encoder or mode)."""
+        if self.is_vq:
+            return self.autoencoder.encode(x) * self.scale_factor, None
+        post = self.autoencoder.encode(x)
+        if self.posterior == "mode":
+            return post.mode() * self.scale_factor, None
+        return post.mean * self.scale_factor, post.std * self.scale_factor
+
+    def sample_from_params(self, mean: torch.Tensor, std: torch.Tensor | None,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+        """A latent from cached :meth:`encode_params` output (a fresh posterior sample per call)."""
+        if std is None:
+            return mean
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + std * eps
+
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images ``[N, C, H, W]`` in [-1, 1] -> scaled latents ``[N, c, H/f, W/f]`` (no gradients)."""
+        return self.sample_from_params(*self.encode_params(x), generator=generator)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled latents -> images (VQ: quantised first)."""
+        return self.autoencoder.decode(z / self.scale_factor)
+
+    def latent_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        c, h, w = image_shape
+        f = self.factor
+        if h % f or w % f:
+            raise ValueError(f"image size {h}x{w} is not divisible by the autoencoder's factor f={f}")
+        return (int(self.autoencoder.latent_channels), h // f, w // f)
+
+    def to(self, device: torch.device | str) -> "LatentSpace":
+        self.autoencoder.to(device)
+        return self
+
+    def describe(self) -> dict:
+        return {"type": "vq" if self.is_vq else "kl", "factor": self.factor, "scale_factor": self.scale_factor,
+                "posterior": self.posterior, "source": self.source}
+
+
+def latent_space_for(first_stage: str | os.PathLike | None, device: torch.device | str = "cpu"):
+    """``PixelSpace()`` when ``first_stage`` is None, else ``LatentSpace.from_checkpoint(first_stage)``."""
+    if first_stage is None:
+        return PixelSpace()
+    return LatentSpace.from_checkpoint(first_stage, device)
+
+
+@torch.no_grad()
+def cache_latents(space, images: torch.Tensor, batch_size: int = 256,
+                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Encode a dataset once (latent caching): scaled means and stds ``[N, c, h, w]`` on the CPU.
+
+    Draw training latents with ``space.sample_from_params(mean[idx], std[idx])``, which keeps Rombach et al.'s
+    fresh posterior sample per step while running the encoder only once.
+    """
+    means, stds = [], []
+    for i in range(0, len(images), batch_size):
+        m, s = space.encode_params(images[i:i + batch_size].to(device))
+        means.append(m.cpu())
+        if s is not None:
+            stds.append(s.cpu())
+    return torch.cat(means), (torch.cat(stds) if stds else None)
+
+
+@torch.no_grad()
+def measure_scale_factor(autoencoder: nn.Module, images: torch.Tensor, posterior: PosteriorChoice = "sample",
+                         batch_size: int = 256, generator: torch.Generator | None = None,
+                         device: torch.device | str = "cpu") -> tuple[float, dict]:
+    """``1 / std`` of all latent elements over ``images`` (unscaled latents), and summary statistics."""
+    space = LatentSpace(autoencoder, 1.0, posterior)
+    total, total_sq, count = 0.0, 0.0, 0
+    chan_sum = chan_sq = None
+    for i in range(0, len(images), batch_size):
+        z = space.encode(images[i:i + batch_size].to(device), generator=generator).double()
+        total += float(z.sum())
+        total_sq += float(z.pow(2).sum())
+        count += z.numel()
+        cs, cq = z.sum(dim=(0, 2, 3)), z.pow(2).sum(dim=(0, 2, 3))
+        chan_sum = cs if chan_sum is None else chan_sum + cs
+        chan_sq = cq if chan_sq is None else chan_sq + cq
+    mean = total / count
+    std = max(total_sq / count - mean * mean, 0.0) ** 0.5
+    if not std > 0:
+        raise ValueError("latent std is zero; is the autoencoder trained?")
+    per_chan = count // chan_sum.numel()
+    chan_mean = chan_sum / per_chan
+    chan_std = (chan_sq / per_chan - chan_mean.pow(2)).clamp_min(0).sqrt()
+    stats = {"num_images": int(len(images)), "posterior": posterior, "mean": mean, "std": std,
+             "channel_mean": [round(float(v), 6) for v in chan_mean],
+             "channel_std": [round(float(v), 6) for v in chan_std]}
+    return 1.0 / std, stats

@@ -1,0 +1,55 @@
+"""DDPM ancestral sampling (Ho et al. 2020, Alg. 2), with Improved DDPM's learned variances and respacing
+(Nichol & Dhariwal 2021, Sec. 3.1 and 4)."""
+
+from __future__ import annotations
+
+import torch
+
+from ldmkit.samplers.common import Callback, call_denoiser, check_grid, check_x, postprocess_x0
+from ldmkit.samplers.noise import Generators, randn_like
+from ldmkit.types import Cond
+
+VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned", "learned_range")
+
+
+def sample_ddpm(denoiser, x_T: torch.Tensor, timesteps, process, *, cond: Cond | None = None,
+                generator: Generators = None, callback: Callback | None = None,
+                variance_type: str = "fixed_small", clip_denoised: bool = False,
+                dynamic_threshold: float | None = None) -> torch.Tensor:
+    """Ancestral sampling ``x_{t-1} ~ p(x_{t-1} | x_t)``, Ho et al. 2020, Alg. 2.
+
+    When ``timesteps`` is not every timestep of ``process``, the process is respaced to them
+    (``process.respace``: the betas are recomputed so alpha-bar agrees on the kept steps, Nichol & Dhariwal
+    2021, Sec. 4) and the chain runs on the respaced process. Mean and variance come from
+    ``process.p_mean_variance``; no noise is added on the last step.
+
+    Args:
+        variance_type: ``fixed_small`` (posterior beta-tilde), ``fixed_large`` (beta), ``learned``
+            (log-variance output) or ``learned_range`` (interpolation output); the learned kinds need a
+            denoiser whose Prediction carries ``var_output``.
+        clip_denoised / dynamic_threshold: x0 post-processing, see :func:`ldmkit.samplers.sample_ddim`.
+    """
+    check_x(x_T, "ddpm")
+    if variance_type not in VARIANCE_TYPES:
+        raise ValueError(f"ddpm: variance_type={variance_type!r}; valid: {list(VARIANCE_TYPES)}")
+    grid = check_grid(timesteps, process.num_timesteps, "ddpm")
+    if grid.numel() != process.num_timesteps:  # strictly decreasing within [0, T-1], so full <=> every step
+        process = process.respace(grid.flip(0).tolist())
+    abar = process.alphas_cumprod.detach().cpu().double()
+    num = process.num_timesteps
+    x = x_T
+    for step in range(num):
+        i = num - 1 - step
+        pred = call_denoiser(denoiser, x, process, i, cond)
+        if variance_type.startswith("learned") and pred.var_output is None:
+            raise ValueError(f"ddpm: variance_type={variance_type!r} needs a denoiser with learn_variance=True")
+        pred = postprocess_x0(pred, x, float(abar[i]), clip_denoised=clip_denoised,
+                              dynamic_threshold_percentile=dynamic_threshold)
+        t = torch.full((x.shape[0],), i, dtype=torch.int64, device=x.device)
+        mean, _, log_variance = process.p_mean_variance(pred, x, t, variance_type)
+        x = mean.to(x_T.dtype)
+        if i > 0:
+            x = x + torch.exp(0.5 * log_variance).to(x_T.dtype) * randn_like(x, generator)
+        if callback is not None:
+            callback(step, int(grid[step]), x, pred)
+    return x

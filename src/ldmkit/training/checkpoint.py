@@ -1,0 +1,326 @@
+"""Checkpoints as safetensors plus JSON, written atomically; pickle is never written nor loaded.
+
+A run directory holds ``checkpoints/step_0000100/`` folders, each complete on its own:
+
+- ``config.json``: ``{"format_version", "ldmkit_version", "step", "config": {...}}``; rebuilds the model.
+- ``model.safetensors`` and ``ema.safetensors``: the trained and the averaged weights.
+- ``optimizer.safetensors`` + the ``optimizer`` entry of ``state.json``: optimizer tensors and hyper-parameters.
+- ``rng.safetensors`` + ``state.json``: step, data position, elapsed time, RNG states (torch, numpy, python).
+
+A checkpoint folder is written under a temporary name and renamed into place only once every file is
+flushed to disk, so a folder named ``step_*`` is always complete: a crash mid-write leaves only a
+``.tmp-*`` folder, which the next save removes. Old checkpoints beyond ``keep_last`` are first renamed
+away (atomically) and then deleted, and only after the new one is in place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CHECKPOINTS = "checkpoints"
+_STEP_RE = re.compile(r"^step_(\d+)$")
+TENSOR_FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.safetensors")
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, incomplete, of an unknown format, or does not fit the run."""
+
+
+# ----------------------------------------------------------------------------------------------- paths
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoint folders of a run, oldest first (temporary and half-deleted ones are skipped)."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    ckpts = list_checkpoints(run_dir)
+    return ckpts[-1] if ckpts else None
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """Accept a checkpoint folder or a run folder (-> its latest checkpoint)."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such file or directory")
+    if p.is_file():
+        if p.suffix in PICKLE_SUFFIXES:
+            raise CheckpointError(f"{p}: pickle checkpoints are not loaded (security); ldmkit reads "
+                                  "checkpoint folders with model.safetensors + config.json")
+        raise CheckpointError(f"{p}: expected a checkpoint folder (with config.json) or a run folder")
+    if (p / "config.json").is_file():
+        return p
+    latest = latest_checkpoint(p)
+    if latest is None:
+        pickles = sorted(q.name for q in p.iterdir() if q.suffix in PICKLE_SUFFIXES)
+        hint = f" (found {pickles}: pickle checkpoints are not loaded)" if pickles else ""
+        raise CheckpointError(f"{p}: neither a checkpoint folder (no config.json) nor a run folder with "
+                              f"complete checkpoints under {CHECKPOINTS}/{hint}")
+    return latest
+
+
+# --------------------------------------------------------------------------------------- file helpers
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def write_json(path: Path, obj: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Save tensors to a safetensors file (contiguous CPU copies; shared storage is fine)."""
+    save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, str(path))
+    _fsync_file(path)
+
+
+def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a safetensors file, refusing anything else (pickle in particular) with a clear message."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file missing")
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        kind = "a pickle/zip file" if head[:1] == b"\x80" or head[:2] == b"PK" else "not a safetensors file"
+        raise CheckpointError(f"{path}: {kind}; only safetensors are loaded (pickle is never unpickled)")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{path}: cannot read safetensors file ({e})") from e
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{path}: file missing") from e
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: invalid JSON ({e})") from e
+
+
+# ----------------------------------------------------------------------------- optimizer / rng states
+def optimizer_to_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split ``optimizer.state_dict()`` into flat tensors and JSON-able hyper-parameters."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, pstate in state["state"].items():
+        for name, value in pstate.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{pid}.{name}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[name] = value
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in state["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    """Inverse of :func:`optimizer_to_tensors`."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = value
+    for pid, values in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(values)
+    groups = []
+    for g in meta["param_groups"]:
+        g = dict(g)
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    return {"state": state, "param_groups": groups}
+
+
+def capture_rng() -> tuple[dict[str, torch.Tensor], dict]:
+    """RNG states of torch (CPU and accelerator), numpy and Python's ``random``."""
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    acc = torch.accelerator.current_accelerator() if hasattr(torch, "accelerator") else None
+    if acc is not None and acc.type == "cuda" and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda_{i}"] = s
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors["numpy_keys"] = torch.from_numpy(np.asarray(keys, dtype=np.uint32).astype(np.int64))
+    py_version, py_state, py_gauss = random.getstate()
+    meta = {"numpy": {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+            "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss}}
+    return tensors, meta
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("cuda_")]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
+    npm = meta["numpy"]
+    np.random.set_state((npm["kind"], tensors["numpy_keys"].numpy().astype(np.uint32), npm["pos"],
+                         npm["has_gauss"], npm["cached"]))
+    pym = meta["python"]
+    random.setstate((pym["version"], tuple(pym["state"]), pym["gauss"]))
+
+
+# -------------------------------------------------------------------------------------- save / load
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    step: int,
+    *,
+    config: dict,
+    model_state: dict[str, torch.Tensor],
+    ema_state: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict | None = None,
+    train_state: dict | None = None,
+    keep_last: int = 3,
+) -> Path:
+    """Write ``run_dir/checkpoints/step_XXXXXXX`` atomically, then prune to the ``keep_last`` newest.
+
+    Args:
+        config: the full run configuration (JSON-able); stored in ``config.json``.
+        train_state: JSON-able loop state (data position, elapsed time, ...); RNG states are added here.
+    """
+    if keep_last < 1:
+        raise ValueError(f"keep_last must be >= 1 (never zero checkpoints), got {keep_last}")
+    from ldmkit import __version__
+
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_debris(root)
+    final = root / checkpoint_name(step)
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    tmp.mkdir()
+    write_tensors(tmp / "model.safetensors", model_state)
+    if ema_state is not None:
+        write_tensors(tmp / "ema.safetensors", ema_state)
+    state_json: dict[str, Any] = {"step": step, "format_version": FORMAT_VERSION}
+    if optimizer_state is not None:
+        opt_tensors, opt_meta = optimizer_to_tensors(optimizer_state)
+        write_tensors(tmp / "optimizer.safetensors", opt_tensors)
+        state_json["optimizer"] = opt_meta
+    rng_tensors, rng_meta = capture_rng()
+    write_tensors(tmp / "rng.safetensors", rng_tensors)
+    state_json["rng"] = rng_meta
+    state_json["train"] = train_state or {}
+    write_json(tmp / "state.json", state_json)
+    # config.json last: a reader that finds it knows the rest is there even without the rename guarantee.
+    write_json(tmp / "config.json", {"format_version": FORMAT_VERSION, "ldmkit_version": __version__,
+                                     "step": step, "config": config})
+    _fsync_dir(tmp)
+    if final.exists():  # re-saving the same step (e.g. after a resume): move the old one out of the way
+        _discard(final)
+    os.rename(tmp, final)
+    _fsync_dir(root)
+    for old in list_checkpoints(run_dir)[:-keep_last]:
+        _discard(old)
+    return final
+
+
+def _discard(path: Path) -> None:
+    """Rename away first (atomic), so a half-deleted folder never carries a ``step_*`` name."""
+    trash = path.with_name(f".del-{path.name}-{os.getpid()}")
+    os.rename(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _remove_debris(root: Path) -> None:
+    for p in root.iterdir():
+        if p.name.startswith((".tmp-", ".del-")):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def load_checkpoint_config(path: str | os.PathLike) -> dict:
+    """The ``config.json`` of a checkpoint (folder or run folder), format version checked."""
+    ckpt = resolve_checkpoint(path)
+    meta = read_json(ckpt / "config.json")
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{ckpt / 'config.json'}: format_version {version!r} is not supported "
+                              f"(this ldmkit reads version {FORMAT_VERSION})")
+    if "config" not in meta:
+        raise CheckpointError(f"{ckpt / 'config.json'}: missing key 'config'")
+    return meta
+
+
+def load_training_state(ckpt: Path) -> dict:
+    """Everything needed to resume: tensors and JSON of optimizer, RNG, loop state."""
+    state = read_json(ckpt / "state.json")
+    if state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{ckpt / 'state.json'}: format_version {state.get('format_version')!r} "
+                              f"is not supported (expected {FORMAT_VERSION})")
+    out = {"step": int(state["step"]), "train": state.get("train", {}),
+           "model": read_tensors(ckpt / "model.safetensors"),
+           "rng": (read_tensors(ckpt / "rng.safetensors"), state["rng"])}
+    if (ckpt / "ema.safetensors").is_file():
+        out["ema"] = read_tensors(ckpt / "ema.safetensors")
+    if "optimizer" in state:
+        out["optimizer"] = optimizer_from_tensors(read_tensors(ckpt / "optimizer.safetensors"), state["optimizer"])
+    return out
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a.b": 1}`` (lists are leaves)."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(old: dict, new: dict, sections: tuple[str, ...] | None = None) -> list[str]:
+    """Dotted keys whose values differ (``"unet.channels: 32 -> 64"``), restricted to keys equal to or
+    under one of ``sections`` (dotted prefixes such as ``"unet"`` or ``"data.pad_to"``)."""
+    fo, fn = flatten(old), flatten(new)
+    keys = sorted(set(fo) | set(fn))
+    if sections is not None:
+        keys = [k for k in keys if any(k == s or k.startswith(s + ".") for s in sections)]
+    missing = object()
+    diffs = []
+    for k in keys:
+        a, b = fo.get(k, missing), fn.get(k, missing)
+        if a != b:
+            fa = "(absent)" if a is missing else json.dumps(a)
+            fb = "(absent)" if b is missing else json.dumps(b)
+            diffs.append(f"{k}: {fa} -> {fb}")
+    return diffs

@@ -1,0 +1,306 @@
+"""A generic training loop: it trains any ``model`` with a ``loss_fn(model, batch) -> (loss, logs)``.
+
+Features: AdamW; linear warm-up then constant or cosine learning rate; gradient clipping and
+accumulation; an EMA of the weights; optional bf16 autocast and ``torch.compile``; a guard that stops
+before the optimizer step on a NaN/Inf loss or gradient; ``metrics.jsonl``, a loss-curve PNG and periodic
+sample grids (drawn by a callback from the EMA weights); atomic checkpoints; torchrun data parallelism.
+
+Exact resume: the data order is a pure function of ``(seed, epoch)`` and the loop re-seeds torch's global
+RNG before every micro-batch from ``(seed, step, micro-batch, rank)``, so whatever the loss function draws
+(timesteps, noise, dropout) depends only on where the run is, never on what happened before. Together with
+the saved weights, EMA and optimizer tensors, a resumed CPU run reproduces the uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ldmkit.config import MODEL_SECTIONS, TrainConfig
+from ldmkit.training import checkpoint as ckpt_io
+from ldmkit.training.data_order import DataOrder, as_batch_source, mix_seed
+from ldmkit.training.distributed import DistInfo, all_reduce_mean, any_rank, barrier, wrap_model
+from ldmkit.training.ema import EMA
+from ldmkit.training.plot import plot_loss_curve
+from ldmkit.types import Batch
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.nn.Module, Batch], tuple[torch.Tensor, dict[str, Any]]]
+SampleFn = Callable[[torch.nn.Module, int], Any]
+
+
+class TrainingError(RuntimeError):
+    """The run cannot start or continue (existing checkpoints, changed model config, bad batch split)."""
+
+
+class NonFiniteError(TrainingError):
+    """A NaN/Inf loss or gradient; raised before the optimizer step, so the weights are unchanged."""
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then constant or cosine decay."""
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@dataclass
+class TrainResult:
+    step: int
+    checkpoint: Path | None
+    elapsed_s: float
+    losses: list[tuple[int, float]] = field(default_factory=list)
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    if device.type == "cpu":
+        return batch
+    move = (lambda v: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+    return Batch(images=move(batch.images), labels=move(batch.labels), captions=batch.captions,
+                 boxes=batch.boxes, box_labels=batch.box_labels, indices=batch.indices, extra=batch.extra)
+
+
+class Trainer:
+    """Runs ``cfg.max_steps`` optimizer steps of ``loss_fn`` on ``data``, writing to ``out_dir``.
+
+    Args:
+        model: the module whose weights are trained, saved and averaged (moved to the device).
+        loss_fn: ``loss_fn(model, batch) -> (scalar loss, {name: scalar})``; gets the DDP/compiled wrapper.
+        data: a :class:`~ldmkit.training.data_order.BatchSource` or a map-style dataset of (image, label).
+        cfg: the ``train`` section.
+        out_dir: run folder: ``checkpoints/``, ``samples/``, ``metrics.jsonl``, ``loss.png``.
+        config: the full run config (JSON-able), stored in every checkpoint's ``config.json``.
+        sample_fn: ``sample_fn(ema_model, step) -> PIL image or uint8 array`` for periodic grids.
+        model_sections: dotted config keys a resumed run may not change.
+    """
+
+    def __init__(self, model: torch.nn.Module, loss_fn: LossFn, data: Any, cfg: TrainConfig,
+                 out_dir: str | Path, *, config: dict, sample_fn: SampleFn | None = None,
+                 dist: DistInfo | None = None, progress: bool = True,
+                 model_sections: tuple[str, ...] = MODEL_SECTIONS):
+        self.dist = dist or DistInfo()
+        self.cfg, self.loss_fn, self.config = cfg, loss_fn, config
+        self.data = as_batch_source(data)
+        self.out_dir = Path(out_dir)
+        self.sample_fn, self.progress, self.model_sections = sample_fn, progress, model_sections
+        self.device = self.dist.device
+        self.model = model.to(self.device)
+        world = self.dist.world_size
+        if cfg.batch_size % (cfg.grad_accum * world):
+            raise TrainingError(f"train.batch_size={cfg.batch_size} must be divisible by train.grad_accum "
+                                f"({cfg.grad_accum}) x processes ({world})")
+        self.order = DataOrder(len(self.data), cfg.batch_size // cfg.grad_accum, cfg.seed,
+                               self.dist.rank, world)
+        self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.adam_betas,
+                                           weight_decay=cfg.weight_decay)
+        self.train_model = wrap_model(self.model, self.dist)
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.autocast = cfg.bf16
+        if cfg.bf16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            log.warning("train.bf16: this GPU has no bfloat16 support; training in float32")
+            self.autocast = False
+        self.step, self.consumed, self.elapsed = 0, 0, 0.0
+        self.last_checkpoint: Path | None = None
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+
+    # ------------------------------------------------------------------------------------ set-up
+    def _prepare(self, resume: bool) -> None:
+        latest = ckpt_io.latest_checkpoint(self.out_dir)
+        if latest is not None and not resume:
+            raise TrainingError(f"{self.out_dir} already holds checkpoint {latest.name}; pass --resume to "
+                                "continue that run, or choose another --out")
+        if resume:
+            if latest is None:
+                raise TrainingError(f"--resume: no complete checkpoint under {self.out_dir / ckpt_io.CHECKPOINTS}")
+            self._load(latest)
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._truncate_metrics()
+        barrier(self.dist)
+
+    def _load(self, ckpt: Path) -> None:
+        saved = ckpt_io.load_checkpoint_config(ckpt)["config"]
+        changed = ckpt_io.config_differences(saved, self.config, self.model_sections)
+        if changed:
+            raise TrainingError(f"cannot resume {ckpt}: the model config changed ({'; '.join(changed)}); "
+                                "restore these keys or start a new run in another --out")
+        other = ckpt_io.config_differences(saved, self.config)
+        if other:
+            log.info("resuming with changed settings: %s", "; ".join(other))
+        state = ckpt_io.load_training_state(ckpt)
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state.get("ema", state["model"]))
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        ckpt_io.restore_rng(*state["rng"])
+        self.step = state["step"]
+        train = state["train"]
+        self.elapsed = float(train.get("elapsed_s", 0.0))
+        consumed, old_gb = int(train.get("consumed_batches", 0)), int(train.get("global_micro_batch", 0))
+        if old_gb and old_gb != self.order.global_batch:
+            log.warning("the per-micro-step batch changed (%d -> %d): the data order restarts at the next "
+                        "epoch and the resume is not exact", old_gb, self.order.global_batch)
+            epoch = consumed * old_gb // (self.order.batches_per_epoch * self.order.global_batch) + 1
+            consumed = epoch * self.order.batches_per_epoch
+        self.consumed = consumed
+        self.last_checkpoint = ckpt
+        log.info("resumed from %s (step %d)", ckpt, self.step)
+
+    def _truncate_metrics(self) -> None:
+        """Drop rows after the resumed step (written by the interrupted run after its last checkpoint)."""
+        if not self.metrics_path.exists():
+            return
+        keep = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                if self.step > 0 and json.loads(line)["step"] <= self.step:
+                    keep.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+        self.metrics_path.write_text("".join(x + "\n" for x in keep))
+
+    # ---------------------------------------------------------------------------------- one step
+    def _train_step(self) -> tuple[torch.Tensor, dict[str, float], float]:
+        """Forward/backward over ``grad_accum`` micro-batches, guard, clip, optimizer step, EMA update."""
+        cfg, dist = self.cfg, self.dist
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step, cfg)
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), dtype=torch.float64)
+        logs_sum: dict[str, float] = {}
+        indices, bad_loss = [], False
+        for m in range(cfg.grad_accum):
+            # Seed first: random data transforms (flips) then depend only on the position too.
+            torch.manual_seed(mix_seed(cfg.seed, self.step, m, dist.rank))
+            idx = self.order.indices(self.consumed + m)
+            indices.append(idx)
+            batch = _to_device(self.data.batch(idx), self.device)
+            last = m == cfg.grad_accum - 1
+            sync = contextlib.nullcontext() if (last or not dist.distributed) else self.train_model.no_sync()
+            with sync:
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                    loss, logs = self.loss_fn(self.train_model, batch)
+                bad_loss |= not bool(torch.isfinite(loss.detach()).all())
+                # backward even on a bad loss: under DDP every rank must join the gradient all-reduce.
+                (loss.float() / cfg.grad_accum).backward()
+            total += loss.detach().double().cpu()
+            for k, v in logs.items():
+                logs_sum[k] = logs_sum.get(k, 0.0) + float(v)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+        if any_rank(bad_loss or not math.isfinite(grad_norm), dist):
+            self._raise_non_finite(bad_loss, total.item() / cfg.grad_accum, grad_norm, torch.cat(indices))
+        self.optimizer.step()
+        self.consumed += cfg.grad_accum
+        self.step += 1
+        self.ema.update(self.model, self.step)
+        mean = total / cfg.grad_accum
+        return mean, {k: v / cfg.grad_accum for k, v in logs_sum.items()}, grad_norm
+
+    def _raise_non_finite(self, bad_loss: bool, loss: float, grad_norm: float, idx: torch.Tensor) -> None:
+        if self.dist.distributed:  # every rank's sample indices, so the message names the culprit
+            gathered = [torch.empty_like(idx) for _ in range(self.dist.world_size)]
+            torch.distributed.all_gather(gathered, idx.contiguous())
+            idx = torch.cat(gathered)
+        what = "loss" if bad_loss or not math.isfinite(loss) else "gradient"
+        kept = f"the last checkpoint ({self.last_checkpoint}) is intact" if self.last_checkpoint else \
+            "no checkpoint had been written yet"
+        raise NonFiniteError(f"non-finite {what} at step {self.step + 1} (loss {loss}, gradient norm "
+                             f"{grad_norm}); batch sample indices {idx.tolist()}; training stopped before the "
+                             f"optimizer step, so the weights are unchanged and {kept}")
+
+    # --------------------------------------------------------------------------- bookkeeping
+    def _write_metrics(self, row: dict) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def _save(self) -> None:
+        if self.dist.is_main:
+            epoch, in_epoch = self.order.position(self.consumed)
+            train_state = {"consumed_batches": self.consumed, "global_micro_batch": self.order.global_batch,
+                           "epoch": epoch, "batch_in_epoch": in_epoch, "elapsed_s": self.elapsed,
+                           "images_seen": self.step * self.cfg.batch_size}
+            self.last_checkpoint = ckpt_io.save_checkpoint(
+                self.out_dir, self.step, config=self.config, model_state=self.model.state_dict(),
+                ema_state=self.ema.state_dict(), optimizer_state=self.optimizer.state_dict(),
+                train_state=train_state, keep_last=self.cfg.keep_last)
+            plot_loss_curve(self.metrics_path, self.out_dir / "loss.png")
+        barrier(self.dist)
+
+    def _sample(self) -> None:
+        if self.dist.is_main and self.sample_fn is not None:
+            from PIL import Image
+            import numpy as np
+
+            with torch.no_grad():
+                image = self.sample_fn(self.ema.module, self.step)
+            if isinstance(image, np.ndarray):
+                image = Image.fromarray(image)
+            path = self.out_dir / "samples" / f"step_{self.step:07d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+            log.info("wrote %s", path)
+        barrier(self.dist)
+
+    # ---------------------------------------------------------------------------------- main
+    def run(self, resume: bool = False) -> TrainResult:
+        """Train until ``cfg.max_steps``; returns the final step, checkpoint and logged losses."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        self._prepare(resume)
+        self.model.train()
+        losses: list[tuple[int, float]] = []
+        bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
+                   disable=not (self.progress and self.dist.is_main))
+        window_t, window_steps = time.perf_counter(), 0
+        window_loss, window_logs = 0.0, {}
+        while self.step < cfg.max_steps:
+            t0 = time.perf_counter()
+            loss, logs, grad_norm = self._train_step()
+            self.elapsed += time.perf_counter() - t0
+            window_steps += 1
+            window_loss += float(loss)
+            for k, v in logs.items():
+                window_logs[k] = window_logs.get(k, 0.0) + v
+            last = self.step == cfg.max_steps
+            if self.step % cfg.log_every == 0 or last:
+                keys = sorted(window_logs)
+                means = all_reduce_mean(torch.tensor([window_loss] + [window_logs[k] for k in keys],
+                                                     dtype=torch.float64) / window_steps, self.dist)
+                rate = window_steps * cfg.batch_size / max(time.perf_counter() - window_t, 1e-9)
+                row = {"step": self.step, "loss": means[0].item(), "lr": lr_at(self.step - 1, cfg),
+                       "grad_norm": grad_norm, "img_per_s": rate, "elapsed_s": self.elapsed,
+                       **{k: means[i + 1].item() for i, k in enumerate(keys)}}
+                losses.append((self.step, row["loss"]))
+                if self.dist.is_main:
+                    self._write_metrics(row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{rate:.1f}")
+                window_t, window_steps, window_loss, window_logs = time.perf_counter(), 0, 0.0, {}
+            bar.update(1)
+            if cfg.sample_every > 0 and (self.step % cfg.sample_every == 0 or last):
+                self._sample()
+                window_t = time.perf_counter()
+            if self.step % cfg.checkpoint_every == 0 or last:
+                self._save()
+                window_t = time.perf_counter()
+        bar.close()
+        if self.dist.is_main:
+            plot_loss_curve(self.metrics_path, self.out_dir / "loss.png")
+        return TrainResult(step=self.step, checkpoint=self.last_checkpoint, elapsed_s=self.elapsed, losses=losses)
