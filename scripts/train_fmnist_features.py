@@ -27,7 +27,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ldmkit.data import load_fashion_mnist_arrays
-from ldmkit.metrics.fmnist_cnn import ARCHITECTURE, FEATURE_DIM, VERSION, FMNISTClassifier
+from ldmkit.metrics.fmnist_cnn import (
+    ARCHITECTURE,
+    CHANNELS,
+    FEATURE_DIM,
+    FINAL_POOL,
+    VERSION,
+    FMNISTClassifier,
+)
 
 
 def to_float(images: np.ndarray) -> torch.Tensor:
@@ -38,6 +45,9 @@ def to_float(images: np.ndarray) -> torch.Tensor:
 def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 2) -> torch.Tensor:
     """Random translation by up to ``pad`` pixels (zero = background -1) and random horizontal flip."""
     n, _, h, w = x.shape
+    if pad == 0:
+        flip = torch.rand(n, generator=generator) < 0.5
+        return torch.where(flip[:, None, None, None], x.flip(-1), x)
     xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), value=-1.0)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
@@ -60,12 +70,16 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="src/ldmkit/assets", help="output directory")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle AdamW schedule")
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--channels", default=None, help="experiments only (not loadable by ldmkit): conv channels")
+    p.add_argument("--no-final-pool", action="store_true", help="(no effect: the shipped network already keeps 7x7)")
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--max-shift", type=int, default=1, help="random translation in pixels (0 = flip only)")
     p.add_argument("--limit", type=int, default=0, help="use only this many training images (smoke tests)")
     args = p.parse_args(argv)
 
@@ -81,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
 
-    model = FMNISTClassifier()
+    channels = tuple(int(c) for c in args.channels.split(",")) if args.channels else CHANNELS
+    final_pool = FINAL_POOL and not args.no_final_pool
+    model = FMNISTClassifier(channels, final_pool, args.dropout)
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     total = steps_per_epoch * args.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -93,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         loss_sum = 0.0
         for i in range(steps_per_epoch):
             idx = perm[i * args.batch_size:(i + 1) * args.batch_size]
-            xb = augment(x_train[idx], gen)
+            xb = augment(x_train[idx], gen, args.max_shift)
             loss = torch.nn.functional.cross_entropy(model(xb)[1], y_train[idx], label_smoothing=0.05)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -111,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
              if not k.endswith("num_batches_tracked")}
     save_file(state, str(weights), metadata={"version": VERSION})
     # Accuracy of exactly what is shipped: reload the float16 file into a fresh float32 model.
-    reloaded = FMNISTClassifier()
+    reloaded = FMNISTClassifier(channels, final_pool)
     reloaded.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()}, strict=False)
     test_acc = accuracy(reloaded, x_test, y_test)
     train_acc = accuracy(reloaded, x_train, y_train)
@@ -119,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "version": VERSION,
         "architecture": ARCHITECTURE,
+        "channels": list(channels),
+        "final_pool": final_pool,
         "feature_dim": FEATURE_DIM,
         "num_classes": 10,
         "input": "[N,1,28,28] float in [-1,1] (uint8 v -> v/127.5 - 1)",
@@ -131,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             "command": "OMP_NUM_THREADS=1 python " + " ".join(shlex.quote(a) for a in sys.argv),
             "seed": args.seed, "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
             "weight_decay": args.weight_decay, "optimizer": "AdamW + OneCycleLR (pct_start 0.2)",
-            "augmentation": "random translation <= 2 px, horizontal flip", "label_smoothing": 0.05,
+            "augmentation": f"random translation <= {args.max_shift} px, horizontal flip", "dropout": args.dropout, "label_smoothing": 0.05,
             "threads": args.threads, "seconds": round(time.time() - t0, 1), "torch": torch.__version__,
             "machine": platform.platform(),
         },

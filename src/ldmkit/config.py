@@ -22,14 +22,10 @@ from typing import Any, Literal
 import yaml
 
 from ldmkit.data import DataConfig
+from ldmkit.diffusion import SCHEDULES, TIMESTEP_SAMPLERS, LossType, PredictionType, VarianceType
 from ldmkit.networks.unet import UNET_PRESETS, UNetConfig
 
 LRSchedule = Literal["constant", "cosine"]
-Schedule = Literal["linear", "cosine", "quadratic", "sigmoid"]
-PredictionType = Literal["eps", "x0", "v"]
-VarianceType = Literal["fixed_small", "fixed_large", "learned", "learned_range"]
-LossType = Literal["mse", "rescaled_mse", "kl", "rescaled_kl", "hybrid"]
-TimestepSampler = Literal["uniform", "loss_second_moment"]
 SamplerName = Literal["ddpm", "ddim", "dpmpp_2m"]
 
 
@@ -43,32 +39,41 @@ class DiffusionConfig:
     """The forward process and the training objective (Ho et al. 2020; Nichol & Dhariwal 2021).
 
     Attributes:
-        schedule: beta schedule name (``linear``: Ho et al.; ``cosine``: Nichol & Dhariwal Eq. 17).
+        schedule: a name in ``ldmkit.diffusion.SCHEDULES`` (``linear``: Ho et al.; ``cosine``: Nichol &
+            Dhariwal Eq. 17).
         num_timesteps: T.
         prediction_type: what the network outputs (``eps``, ``x0`` or ``v``).
         variance_type: ``fixed_small`` (beta-tilde), ``fixed_large`` (beta), ``learned`` (log-variance) or
             ``learned_range`` (interpolation v, Nichol & Dhariwal Eq. 15).
-        loss_type: ``mse`` (L_simple), ``kl`` (L_vlb), ``hybrid`` (L_simple + lambda L_vlb), rescaled forms.
+        loss_type: ``simple`` (L_simple), ``vlb`` (L_vlb) or ``hybrid`` (L_simple + lambda L_vlb).
         vlb_weight: lambda of L_hybrid (Nichol & Dhariwal use 0.001).
-        timestep_sampler: ``uniform`` or ``loss_second_moment`` importance sampling.
+        min_snr_gamma: weight the MSE by min-SNR-gamma (Hang et al. 2023); ``None`` = off.
+        timestep_sampler: ``uniform`` or ``loss_second_moment`` (importance sampling, N&D Eq. 18).
         cond_drop_prob: probability of replacing an example's condition by the null condition during
             training (classifier-free guidance, Ho & Salimans 2022); 0 for unconditional models.
     """
 
-    schedule: Schedule = "linear"
+    schedule: str = "linear"
     num_timesteps: int = 1000
     prediction_type: PredictionType = "eps"
     variance_type: VarianceType = "fixed_large"
-    loss_type: LossType = "mse"
+    loss_type: LossType = "simple"
     vlb_weight: float = 0.001
-    timestep_sampler: TimestepSampler = "uniform"
+    min_snr_gamma: float | None = None
+    timestep_sampler: str = "uniform"
     cond_drop_prob: float = 0.0
 
     def __post_init__(self):
+        lookup(SCHEDULES, self.schedule, "diffusion.schedule")
+        lookup(TIMESTEP_SAMPLERS, self.timestep_sampler, "diffusion.timestep_sampler")
         if self.num_timesteps < 1:
             raise ValueError(f"num_timesteps={self.num_timesteps} must be >= 1")
         if not 0.0 <= self.cond_drop_prob <= 1.0:
             raise ValueError(f"cond_drop_prob={self.cond_drop_prob} must be in [0, 1]")
+        learned = self.learn_variance
+        if (self.loss_type == "simple" and learned) or (self.loss_type == "hybrid" and not learned):
+            raise ValueError(f"loss_type={self.loss_type!r} does not fit variance_type={self.variance_type!r}: "
+                             "'simple' goes with fixed_small/fixed_large, 'hybrid' with learned/learned_range")
 
     @property
     def learn_variance(self) -> bool:
@@ -87,6 +92,8 @@ class TrainConfig:
         grad_clip: maximum global gradient norm (0 disables clipping).
         ema_decay, ema_warmup: EMA of the weights; warm-up uses ``min(decay, (1+n)/(10+n))``.
         log_every, sample_every, checkpoint_every: periods in optimizer steps (0 disables sampling).
+        max_minutes: optional wall-clock budget of this invocation: when it is spent the loop writes a
+            checkpoint and stops early (``--resume`` continues); ``None`` = run to ``max_steps``.
         keep_last: how many checkpoints to keep (at least 1).
         bf16: autocast the forward pass to bfloat16 (off by default; fp32 on CPU).
         compile: wrap the model in ``torch.compile``.
@@ -105,6 +112,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     ema_warmup: bool = True
     max_steps: int = 10000
+    max_minutes: float | None = None
     log_every: int = 50
     sample_every: int = 1000
     checkpoint_every: int = 1000
@@ -120,6 +128,8 @@ class TrainConfig:
                if getattr(self, k) <= 0]
         bad += [f"{k}={getattr(self, k)} must be >= 0" for k in
                 ("weight_decay", "warmup_steps", "grad_clip", "sample_every", "seed") if getattr(self, k) < 0]
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            bad.append(f"max_minutes={self.max_minutes} must be positive (or null)")
         if not 0.0 <= self.ema_decay < 1.0:
             bad.append(f"ema_decay={self.ema_decay} must be in [0, 1)")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
@@ -307,7 +317,7 @@ def to_dict(obj: Any) -> Any:
 # ---------------------------------------------------------------------------------------- overrides
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"--train.lr=2e-4"`` -> (["train", "lr"], 2e-4 or "2e-4"); the value is parsed as a YAML scalar."""
-    body = text[2:] if text.startswith("--") else text
+    body = text.removeprefix("--")
     if "=" not in body:
         raise ConfigError(f"override {text!r}: expected --section.key=value")
     name, raw = body.split("=", 1)

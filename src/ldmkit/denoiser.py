@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ldmkit.conditioning.class_label import null_condition
-from ldmkit.diffusion.parameterization import prediction_from_output
+from ldmkit.diffusion.parameterization import eps_from_x0, prediction_from_output
 from ldmkit.types import Cond, Prediction
 
 
@@ -85,7 +85,7 @@ class Denoiser(nn.Module):
         elif out.shape[1] != x_t.shape[1]:
             raise ValueError(f"Denoiser: network gives {out.shape[1]} channels for {x_t.shape[1]}-channel "
                              "x_t (learn_variance=False)")
-        alpha_bar = _expand(self.alphas_cumprod.to(x_t.device)[t], x_t)
+        alpha_bar = self.alphas_cumprod.to(x_t.device)[t]  # [N] float64
         x0, eps = prediction_from_output(out, x_t, alpha_bar, self.prediction_type)
         return Prediction(x0=x0.to(x_t.dtype), eps=eps.to(x_t.dtype), var_output=var_output)
 
@@ -134,6 +134,5 @@ class ClassifierFreeGuidance(nn.Module):
             dims = list(range(1, x_t.dim()))
             ratio = both.x0[:n].std(dim=dims, keepdim=True) / x0.std(dim=dims, keepdim=True).clamp_min(1e-12)
             x0 = torch.lerp(x0, x0 * ratio, self.guidance_rescale)
-            abar = _expand(self.denoiser.alphas_cumprod.to(x_t.device)[t], x_t).to(x_t.dtype)
-            eps = (x_t - abar.sqrt() * x0) / (1 - abar).sqrt()
+            eps = eps_from_x0(x_t, x0, self.denoiser.alphas_cumprod.to(x_t.device)[t])
         return Prediction(x0=x0, eps=eps, var_output=var_output)

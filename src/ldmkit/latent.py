@@ -19,6 +19,7 @@ quantises it before decoding.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Literal
 
@@ -50,7 +51,7 @@ class PixelSpace:
     def latent_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
         return tuple(image_shape)
 
-    def to(self, device: torch.device | str) -> "PixelSpace":
+    def to(self, device: torch.device | str) -> PixelSpace:
         return self
 
     def describe(self) -> dict:
@@ -67,7 +68,7 @@ class LatentSpace:
     """
 
     def __init__(self, autoencoder: nn.Module, scale_factor: float, posterior: PosteriorChoice = "sample"):
-        if scale_factor is None or not (float(scale_factor) > 0.0) or scale_factor != scale_factor:
+        if scale_factor is None or not math.isfinite(float(scale_factor)) or float(scale_factor) <= 0.0:
             raise ValueError(f"LatentSpace: scale_factor must be a positive number, got {scale_factor!r}; "
                              "measure it with 'ldmkit ae-stats CKPT_DIR'")
         if posterior not in ("sample", "mode"):
@@ -89,7 +90,7 @@ class LatentSpace:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: torch.device | str = "cpu",
-                        posterior: PosteriorChoice | None = None) -> "LatentSpace":
+                        posterior: PosteriorChoice | None = None) -> LatentSpace:
         """Load an autoencoder checkpoint (folder or run folder) that has a measured ``scale_factor``."""
         from ldmkit.autoencoders.checkpoint import load_autoencoder, read_ae_meta
 
@@ -132,13 +133,13 @@ class LatentSpace:
         return self.autoencoder.decode(z / self.scale_factor)
 
     def latent_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
-        c, h, w = image_shape
+        _, h, w = image_shape
         f = self.factor
         if h % f or w % f:
             raise ValueError(f"image size {h}x{w} is not divisible by the autoencoder's factor f={f}")
         return (int(self.autoencoder.latent_channels), h // f, w // f)
 
-    def to(self, device: torch.device | str) -> "LatentSpace":
+    def to(self, device: torch.device | str) -> LatentSpace:
         self.autoencoder.to(device)
         return self
 
@@ -194,7 +195,7 @@ def measure_scale_factor(autoencoder: nn.Module, images: torch.Tensor, posterior
     per_chan = count // chan_sum.numel()
     chan_mean = chan_sum / per_chan
     chan_std = (chan_sq / per_chan - chan_mean.pow(2)).clamp_min(0).sqrt()
-    stats = {"num_images": int(len(images)), "posterior": posterior, "mean": mean, "std": std,
+    stats = {"num_images": len(images), "posterior": posterior, "mean": mean, "std": std,
              "channel_mean": [round(float(v), 6) for v in chan_mean],
              "channel_std": [round(float(v), 6) for v in chan_std]}
     return 1.0 / std, stats

@@ -1,10 +1,10 @@
 """The whole flow on one page: config -> data, space, process, denoiser -> training loss -> generation.
 
     space   = build_space(cfg)                 # PixelSpace, or an autoencoder's LatentSpace (first_stage)
-    process = build_process(cfg.diffusion)     # GaussianProcess(get_betas(schedule, T))
+    process = build_process(cfg)               # GaussianProcess(get_betas(schedule, T))
     model   = build_denoiser(cfg, process)     # Denoiser(UNet(cfg.unet), alphas_cumprod, prediction_type)
     loss_fn = make_loss_fn(cfg, process, space)   # x0 = encode(images); t, eps; training_losses(...)
-    Trainer(model, loss_fn, build_data(cfg), cfg.train, out).run()
+    Trainer(model, loss_fn, build_data(cfg), cfg.train, out, config=config_dict(cfg)).run()
     images  = generate(model, process, cfg, n=64, sampler="ddim", steps=50)   # x_T -> sampler -> decode
 """
 
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -56,6 +57,7 @@ def sample_shape(cfg: Config, space) -> tuple[int, int, int]:
 
 
 def build_process(cfg: Config) -> GaussianProcess:
+    """The forward process of ``cfg.diffusion`` (float64 tables, base timesteps)."""
     return GaussianProcess(get_betas(cfg.diffusion.schedule, cfg.diffusion.num_timesteps))
 
 
@@ -83,27 +85,45 @@ def make_cond(cfg: Config, batch: Batch) -> Cond | None:
     return Cond(class_labels=batch.labels)
 
 
-def make_loss_fn(cfg: Config, process: GaussianProcess, space) -> Callable[[torch.nn.Module, Batch], tuple]:
-    """``loss_fn(model, batch) -> (loss, logs)``: encode, draw t and eps, per-example losses, batch mean."""
-    from ldmkit.conditioning.class_label import drop_condition
-    from ldmkit.diffusion.objectives import training_losses
+class DiffusionLoss:
+    """``loss_fn(model, batch) -> (loss, logs)``: encode, draw t and eps, per-example losses, batch mean.
 
-    d = cfg.diffusion
+    Its ``state_dict`` (the timestep sampler's loss history, if any) goes into checkpoints for exact resume.
+    """
 
-    def loss_fn(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
+    def __init__(self, cfg: Config, process: GaussianProcess, space):
+        from ldmkit.diffusion import create_timestep_sampler
+
+        self.cfg, self.process, self.space = cfg, process, space
+        self.timesteps = create_timestep_sampler(cfg.diffusion.timestep_sampler, process.num_timesteps)
+
+    def __call__(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
+        from ldmkit.conditioning.class_label import drop_condition
+        from ldmkit.diffusion import training_losses
+
+        d = self.cfg.diffusion
         with torch.no_grad():
-            x0 = space.encode(batch.images)
-        t = torch.randint(0, process.num_timesteps, (x0.shape[0],), device=x0.device)
-        cond = make_cond(cfg, batch)
+            x0 = self.space.encode(batch.images)
+        t, weights = self.timesteps.sample(x0.shape[0], device=x0.device)
+        cond = make_cond(self.cfg, batch)
         if cond is not None and d.cond_drop_prob > 0:
-            cond = drop_condition(cond, d.cond_drop_prob, cfg.unet.num_classes)
-        terms = training_losses(model, process, x0, t, cond=cond, loss_type=d.loss_type,
+            cond = drop_condition(cond, d.cond_drop_prob, self.cfg.unet.num_classes)
+        terms = training_losses(model, self.process, x0, t, cond=cond, loss_type=d.loss_type,
                                 variance_type=d.variance_type, prediction_type=d.prediction_type,
-                                vlb_weight=d.vlb_weight)
+                                vlb_weight=d.vlb_weight, min_snr_gamma=d.min_snr_gamma)
+        self.timesteps.update_with_losses(t, terms["loss"].detach())
         logs = {k: v.detach().mean() for k, v in terms.items() if k != "loss"}
-        return terms["loss"].mean(), logs
+        return (terms["loss"] * weights).mean(), logs
 
-    return loss_fn
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.timesteps.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.timesteps.load_state_dict(state)
+
+
+def make_loss_fn(cfg: Config, process: GaussianProcess, space) -> DiffusionLoss:
+    return DiffusionLoss(cfg, process, space)
 
 
 def sampler_options(cfg: Config, sampler: str, eta: float) -> dict[str, Any]:
@@ -155,7 +175,7 @@ def make_grid_fn(cfg: Config, process: GaussianProcess, space) -> Callable[[torc
         images = generate(ema_model, process, cfg, n=n, space=space, sampler=cfg.sample.sampler,
                           steps=cfg.sample.steps, eta=cfg.sample.eta, seed=cfg.sample.seed, labels=labels,
                           guidance_scale=cfg.sample.guidance_scale)
-        return make_grid(images, nrow=int(math.ceil(math.sqrt(n))))
+        return make_grid(images, nrow=math.ceil(math.sqrt(n)))
 
     return sample_fn
 

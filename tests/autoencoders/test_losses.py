@@ -54,7 +54,7 @@ def test_discriminator_start_step_is_honoured(kind):
         recon, reg = ae(x)
         g, logs = generator_loss(x, recon, reg, last_layer=ae.last_layer, discriminator=disc, perceptual=None,
                                  step=step, cfg=cfg)
-        d, dlogs = discriminator_loss(x, recon, discriminator=disc, step=step, cfg=cfg)
+        d, _ = discriminator_loss(x, recon, discriminator=disc, step=step, cfg=cfg)
         if active:
             assert logs["adaptive_weight"] > 0 and logs["g_adv"] != 0
             assert d.requires_grad and d.item() > 0

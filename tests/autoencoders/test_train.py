@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,8 +10,10 @@ from ldmkit.autoencoders.train import forward_ae, load_images, train_autoencoder
 from ldmkit.cli import main
 from ldmkit.latent import LatentSpace
 
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = ["--model.channels=8", "--model.channel_mult=[1,2]", "--model.z_channels=2", "--model.mid_attention=false",
-        "--loss.perceptual=none", "--loss.disc_channels=8", "--train.batch_size=16", "--train.log_every=10"]
+        "--loss.perceptual=none", "--loss.disc_channels=8", "--train.batch_size=8", "--train.log_every=10",
+        "--data.pad_to=null", "--train.lr=1e-3"]
 
 
 @torch.no_grad()
@@ -20,10 +23,11 @@ def _l1(ae, x):
     return (recon - x).abs().mean().item()
 
 
-@pytest.mark.parametrize("kind", ["kl", "vq"])
-def test_a_few_hundred_steps_beat_the_untrained_autoencoder(tmp_path, kind):
-    cfg = load_config(None, data={}, overrides=TINY + [f"--model.type={kind}", "--train.max_steps=200",
-                                                          "--loss.disc_start=150", "--train.checkpoint_every=200"])
+@pytest.mark.parametrize("kind,steps", [("kl", 200), ("vq", 100)])
+def test_a_few_hundred_steps_beat_the_untrained_autoencoder(tmp_path, kind, steps):
+    cfg = load_config(None, data={}, overrides=TINY + [f"--model.type={kind}", f"--train.max_steps={steps}",
+                                                          f"--loss.disc_start={steps - 20}",
+                                                          f"--train.checkpoint_every={steps}"])
     images = load_images(cfg, limit=2048)
     test = load_images(cfg, split="test", limit=256)
     torch.manual_seed(cfg.train.seed)
@@ -32,15 +36,16 @@ def test_a_few_hundred_steps_beat_the_untrained_autoencoder(tmp_path, kind):
     ckpt = train_autoencoder(cfg, tmp_path, images=images)
     ae, _ = load_autoencoder(ckpt)
     trained = _l1(ae, test)
-    assert trained < 0.6 * untrained, (trained, untrained)
+    print(kind, "untrained", untrained, "trained", trained)
+    assert trained < 0.5 * untrained, (trained, untrained)
     logs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert logs[-1]["step"] == 200 and logs[-1]["d_loss"] > 0 and logs[0]["d_loss"] == 0
+    assert logs[-1]["step"] == steps and logs[-1]["d_loss"] > 0 and logs[0]["d_loss"] == 0
     if kind == "vq":
         assert logs[-1]["perplexity"] > 1.0 and 0 < logs[-1]["codebook_usage"] <= 1
 
 
 def test_cli_train_resume_is_exact_and_ae_stats_stores_scale_factor(tmp_path, capsys):
-    common = ["train-ae", "configs/ae_kl_f4_fmnist.yaml", *TINY, "--train.limit=256", "--loss.disc_start=5",
+    common = ["train-ae", str(CONFIGS / "ae_kl_f4_fmnist.yaml"), *TINY, "--train.limit=256", "--loss.disc_start=5",
               "--train.checkpoint_every=6", "--no-progress"]
     assert main(common + ["--out", str(tmp_path / "a"), "--train.max_steps=12"]) == 0
     assert main(common + ["--out", str(tmp_path / "b"), "--train.max_steps=6"]) == 0

@@ -201,16 +201,19 @@ def test_exif_orientation_is_applied(tmp_path):
 # ------------------------------------------------------------------------------------------ bad input
 def test_corrupt_bytes_named_in_error(tmp_path):
     save(solid((1, 2, 3)), tmp_path / "ok.png")
-    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
-    with pytest.raises(BadImageError, match=r"broken\.png: not a readable .* image") as err:
+    (tmp_path / "broken.png").write_bytes(b"garbage" * 20)
+    with pytest.raises(BadImageError, match=r"broken\.png: not a readable PNG/JPEG/WEBP/BMP image") as err:
         ImageFolder(tmp_path, size=8)
     assert err.value.path.endswith("broken.png")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)  # valid signature
+    with pytest.raises(BadImageError, match=r"broken\.png: cannot decode image: \w+"):
+        ImageFolder(tmp_path, size=8)
 
 
 @pytest.mark.parametrize("name,kwargs", [("cut.png", {}), ("cut.jpg", {"quality": 90})])
 def test_truncated_file_named_in_error(tmp_path, name, kwargs):
     path = truncate(save(noise_image(0), tmp_path / name, **kwargs))
-    with pytest.raises(BadImageError, match=rf"{name}: image file is truncated"):
+    with pytest.raises(BadImageError, match=rf"{name}: cannot decode image: image file is truncated"):
         ImageFolder(tmp_path, size=16)
     # a header-only scan accepts it; loading the item then fails with the same message
     ds = ImageFolder(tmp_path, size=16, verify="header")
@@ -292,3 +295,22 @@ def test_cache_off_reads_from_disk(tmp_path):
     ds = ImageFolder(tmp_path, size=4, cache=False, verify="header")
     assert torch.equal(ds[0]["image"][:, 0, 0], torch.tensor([1.0, -1.0, -1.0]))
     assert ds.native_sizes == [(8, 8)] and ds.native_modes == {"RGB": 1}
+
+
+@pytest.mark.parametrize("mode,color,fmt,expect", [
+    ("1", 1, "BMP", (255, 255, 255)),
+    ("L", 90, "PNG", (90, 90, 90)),
+    ("P", None, "PNG", (255, 0, 0)),  # palette without transparency
+    ("CMYK", (0, 255, 255, 0), "JPEG", (255, 0, 0)),
+    ("RGBA", (0, 0, 255, 128), "WEBP", (127, 127, 255)),  # half-transparent blue over white
+])
+def test_other_modes_convert_to_rgb(tmp_path, mode, color, fmt, expect):
+    im = _palette_image(None) if mode == "P" else solid(color, mode=mode)
+    if mode == "P":
+        im.info.pop("transparency")
+        im = im.point(lambda v: 1)  # every pixel -> palette index 1 (red)
+    path = save(im, tmp_path / f"x.{fmt.lower()}", format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    assert Image.open(path).mode == mode
+    out = load_image(path).astype(int)
+    tol = {"JPEG": 12, "WEBP": 1}.get(fmt, 0)
+    assert (np.abs(out - np.array(expect)) <= tol).all(), out[0, 0]

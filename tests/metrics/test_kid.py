@@ -8,7 +8,7 @@ from ldmkit.metrics.kid import kernel_inception_distance, mmd2_unbiased, polynom
 
 def brute_force_mmd2(x, y):
     m, d = len(x), x.shape[1]
-    k = lambda a, b: (a @ b / d + 1.0) ** 3  # noqa: E731
+    k = lambda a, b: (a @ b / d + 1.0) ** 3
     xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
     xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / m ** 2

@@ -138,6 +138,16 @@ def validate(cfg: AutoencoderRunConfig, where: str) -> AutoencoderRunConfig:
                      ("train.max_steps", cfg.train.max_steps), ("train.batch_size", cfg.train.batch_size)):
         if val < 1:
             raise ConfigError(f"{where}: {key} must be >= 1, got {val}")
+    lc = cfg.loss
+    for key, val in (("loss.rec_weight", lc.rec_weight), ("loss.perceptual_weight", lc.perceptual_weight),
+                     ("loss.kl_weight", lc.kl_weight), ("loss.codebook_weight", lc.codebook_weight),
+                     ("loss.disc_weight", lc.disc_weight), ("loss.disc_start", lc.disc_start),
+                     ("model.vq.beta", m.vq.beta), ("model.dropout", m.dropout)):
+        if val < 0:
+            raise ConfigError(f"{where}: {key} must be >= 0, got {val}")
+    if lc.disc_layers < 1 or lc.disc_channels < 1:
+        raise ConfigError(f"{where}: loss.disc_layers and loss.disc_channels must be >= 1, got "
+                          f"{lc.disc_layers} and {lc.disc_channels}")
     if not 0.0 < m.vq.decay < 1.0:
         raise ConfigError(f"{where}: model.vq.decay must be in (0, 1), got {m.vq.decay}")
     size = cfg.data.image_size or cfg.data.pad_to or 28

@@ -62,7 +62,7 @@ class DiagonalGaussian:
         """The most likely latent, i.e. the mean."""
         return self.mean
 
-    def kl(self, other: "DiagonalGaussian | None" = None) -> torch.Tensor:
+    def kl(self, other: DiagonalGaussian | None = None) -> torch.Tensor:
         """KL(self || other) summed over all non-batch dims, shape ``[N]``; ``other=None`` means N(0, I).
 
         Closed form: KL = 1/2 sum( var/var_o + (mu - mu_o)^2 / var_o - 1 - logvar + logvar_o ).

@@ -76,7 +76,7 @@ class FeatureNetwork(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "FeatureNetwork":
+    def train(self, mode: bool = True) -> FeatureNetwork:
         return super().train(False)  # always frozen: BatchNorm keeps its running statistics
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:

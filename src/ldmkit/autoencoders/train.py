@@ -17,21 +17,16 @@ import torch
 
 from ldmkit.autoencoders import build_autoencoder
 from ldmkit.autoencoders.checkpoint import load_ae_training_state, save_ae_checkpoint
-from ldmkit.autoencoders.config import AutoencoderRunConfig, ConfigError
+from ldmkit.autoencoders.config import AutoencoderRunConfig
 from ldmkit.autoencoders.losses import NLayerDiscriminator, discriminator_loss, generator_loss
 from ldmkit.autoencoders.perceptual import build_perceptual
 from ldmkit.autoencoders.vq import VQAutoencoder
 from ldmkit.training import checkpoint as ck
 from ldmkit.training.data_order import DataOrder
+from ldmkit.training.distributed import pick_device
 
 log = logging.getLogger(__name__)
 MODEL_SECTIONS = ("model", "data.pad_to")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 def load_images(cfg: AutoencoderRunConfig, split: str | None = None, limit: int | None = None) -> torch.Tensor:
@@ -46,6 +41,8 @@ def load_images(cfg: AutoencoderRunConfig, split: str | None = None, limit: int 
     limit = cfg.train.limit if limit is None else limit
     n = len(ds) if limit is None else min(limit, len(ds))
     base = getattr(ds, "dataset", ds)
+    if hasattr(base, "images_uint8"):  # Fashion-MNIST: convert only the images used
+        return base.images_uint8[:n, None].float().div(127.5).sub(1.0)
     if hasattr(base, "tensors"):
         return base.tensors()[0][:n]
     return torch.stack([ds[i]["image"] for i in range(n)])
@@ -56,6 +53,13 @@ def forward_ae(ae: torch.nn.Module, x: torch.Tensor, sample_posterior: bool):
     if isinstance(ae, VQAutoencoder):
         return ae(x)
     return ae(x, sample_posterior=sample_posterior)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log rows written after the checkpoint a run resumes from (they will be written again)."""
+    if path.is_file():
+        rows = [line for line in path.read_text().splitlines() if line.strip()]
+        path.write_text("".join(line + "\n" for line in rows if json.loads(line).get("step", 0) <= step))
 
 
 def train_autoencoder(cfg: AutoencoderRunConfig, out_dir: str | os.PathLike, *, resume: bool = False,
@@ -69,7 +73,7 @@ def train_autoencoder(cfg: AutoencoderRunConfig, out_dir: str | os.PathLike, *, 
     """
     out = Path(out_dir)
     tc, lc = cfg.train, cfg.loss
-    device = resolve_device(tc.device)
+    device = pick_device(tc.device)
     torch.manual_seed(tc.seed)
     config_dict = cfg.to_dict()
     start = 0
@@ -97,11 +101,11 @@ def train_autoencoder(cfg: AutoencoderRunConfig, out_dir: str | os.PathLike, *, 
         ck.restore_rng(*st["rng"])
         start, elapsed = st["step"], float(st["train"].get("elapsed_s", 0.0))
         log.info("resumed from %s at step %d", latest, start)
+        _truncate_metrics(out / "metrics.jsonl", start)
     if images is None:
         images = load_images(cfg)
     order = DataOrder(len(images), tc.batch_size, tc.seed)
     out.mkdir(parents=True, exist_ok=True)
-    metrics_file = open(out / "metrics.jsonl", "a")
     bar = None
     if progress:
         from tqdm import tqdm
@@ -132,8 +136,8 @@ def train_autoencoder(cfg: AutoencoderRunConfig, out_dir: str | os.PathLike, *, 
             if done % tc.log_every == 0 or done == tc.max_steps:
                 rec = {"step": done, "elapsed_s": round(time.perf_counter() - t0, 2),
                        **{k: round(float(v), 6) for k, v in logs.items()}}
-                metrics_file.write(json.dumps(rec) + "\n")
-                metrics_file.flush()
+                with open(out / "metrics.jsonl", "a") as fh:
+                    fh.write(json.dumps(rec) + "\n")
                 log.info("step %d %s", done, " ".join(f"{k}={v:.4g}" for k, v in rec.items() if k != "step"))
             if done % tc.checkpoint_every == 0 or done == tc.max_steps:
                 ckpt = save_ae_checkpoint(out, done, config=config_dict, autoencoder=ae, discriminator=disc,
@@ -144,7 +148,6 @@ def train_autoencoder(cfg: AutoencoderRunConfig, out_dir: str | os.PathLike, *, 
                 bar.update(1)
                 bar.set_postfix(l1=f"{float(logs['rec_l1']):.3f}")
     finally:
-        metrics_file.close()
         if bar is not None:
             bar.close()
     if ckpt is None:

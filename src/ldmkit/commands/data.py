@@ -32,6 +32,7 @@ def add_parser(sub, formatter_class):
     info.add_argument("--nrow", type=int, default=8, help="images per grid row")
     info.add_argument("--scale", type=int, default=1, help="enlarge the grid by this factor (nearest neighbour)")
     info.add_argument("--captions", type=int, default=5, help="captions to print")
+    info.add_argument("--boxes", action="store_true", help="shapes: outline each object's box on the grid")
     info.add_argument("--size", type=int, default=None,
                       help="resize + center-crop folder images (and shapes) to this size; folder grids default to 64")
     info.add_argument("--channels", type=int, default=3, choices=(1, 3), help="channels for folder images")
@@ -107,7 +108,7 @@ def _info_shapes(args) -> int:
         n = min(args.n, len(ds))
         batch = collate([ds[i] for i in range(n)])
         _write_grid(args, batch.images, {"source": "shapes", "seed": args.seed, "split": split,
-                                         "captions": batch.captions})
+                                         "captions": batch.captions}, boxes=batch.boxes if args.boxes else None)
         print("grid captions (row, column):")
         for i, caption in enumerate(batch.captions):
             print(f"  ({i // args.nrow}, {i % args.nrow}) {caption}")
@@ -161,15 +162,26 @@ def _info_folder(args) -> int:
     return 0
 
 
-def _write_grid(args, images, metadata: dict) -> None:
-    from PIL import Image
+def _write_grid(args, images, metadata: dict, boxes=None) -> None:
+    from PIL import Image, ImageDraw
 
     from ldmkit.images import make_grid, save_png
 
-    grid = make_grid(images, nrow=args.nrow, padding=2, pad_value=128)
-    if args.scale > 1:
-        h, w = grid.shape[:2]
-        grid = Image.fromarray(grid if grid.shape[-1] != 1 else grid[..., 0]).resize(
-            (w * args.scale, h * args.scale), Image.Resampling.NEAREST)
-    path = save_png(args.grid, grid, metadata)
+    padding = 2
+    grid = make_grid(images, nrow=args.nrow, padding=padding, pad_value=128)
+    scale = max(1, args.scale)
+    h, w = grid.shape[:2]
+    pil = Image.fromarray(grid if grid.shape[-1] != 1 else grid[..., 0])
+    if scale > 1:
+        pil = pil.resize((w * scale, h * scale), Image.Resampling.NEAREST)
+    if boxes is not None:  # outline boxes (x0, y0, x1, y1 in [0, 1]) in each cell, in grid pixels
+        size = images.shape[-1]
+        draw = ImageDraw.Draw(pil)
+        for k, cell_boxes in enumerate(boxes):
+            r, c = divmod(k, min(args.nrow, len(boxes)))
+            oy, ox = padding + r * (size + padding), padding + c * (size + padding)
+            for x0, y0, x1, y1 in (cell_boxes * size).tolist():
+                draw.rectangle([(ox + x0) * scale, (oy + y0) * scale, (ox + x1) * scale - 1, (oy + y1) * scale - 1],
+                               outline=(255, 0, 255) if pil.mode == "RGB" else 255)
+    path = save_png(args.grid, pil, metadata)
     print(f"grid:     {path} ({len(images)} images, {args.nrow} per row)")

@@ -51,6 +51,8 @@ def add_parser(sub, formatter_class) -> None:
     p.add_argument("--key", default=None, help="array name inside the .npz (default: images/samples/arr_0)")
     p.add_argument("--value-range", default=None,
                    help="range of float images, e.g. '0,1' (default -1,1; uint8 is always 0..255)")
+    p.add_argument("--save-reference", default=None, metavar="OUT_NPZ",
+                   help="instead of scoring, save these images' statistics as a reference (.npz) for --reference")
     _add_common(p)
     p.set_defaults(func=run_images)
 
@@ -102,6 +104,18 @@ def _fail(msg: str) -> int:
     return 2
 
 
+def _save_reference(images, args, value_range) -> int:
+    from ldmkit.metrics.features import get_extractor
+    from ldmkit.metrics.reference import stats_from_images
+    extractor = get_extractor(args.extractor, **_extractor_options(args))
+    stats = stats_from_images(images, extractor, str(args.path), value_range=value_range,
+                              batch_size=args.batch_size, progress=not args.json)
+    stats.save(args.save_reference)
+    print(json.dumps({"saved": args.save_reference, "protocol": stats.protocol}) if args.json
+          else f"saved reference statistics of {len(images)} images to {args.save_reference}")
+    return 0
+
+
 def run_images(args) -> int:
     from ldmkit.metrics.evaluate import load_images, parse_metrics
     try:
@@ -111,6 +125,8 @@ def run_images(args) -> int:
             lo, hi = (float(v) for v in args.value_range.split(","))
             value_range = (lo, hi)
         images, info = load_images(args.path, args.key)
+        if args.save_reference:
+            return _save_reference(images, args, value_range)
         return _score(images, args, info, value_range)
     except (ValueError, FileNotFoundError) as e:
         return _fail(str(e))

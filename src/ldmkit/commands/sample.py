@@ -105,7 +105,7 @@ def run(args) -> int:
         wrote.append(f"{args.out_dir}/ ({args.num} PNGs)")
     if args.grid or not wrote:
         grid_path = args.grid or "samples.png"
-        save_png(grid_path, make_grid(uint8, nrow=int(math.ceil(math.sqrt(args.num)))),
+        save_png(grid_path, make_grid(uint8, nrow=math.ceil(math.sqrt(args.num))),
                  {"checkpoint": str(loaded.path), "step": loaded.step, "sampler": sampler, "steps": steps_used,
                   "eta": eta, "seed": args.seed, "n": args.num})
         wrote.append(grid_path)

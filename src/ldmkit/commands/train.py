@@ -37,6 +37,8 @@ def run(args) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if cfg.first_stage is not None:  # stored absolute, so sampling works from any directory
+        cfg.first_stage = str(Path(cfg.first_stage).resolve())
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     info = init_distributed(cfg.train.device)
     try:

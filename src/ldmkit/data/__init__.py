@@ -7,8 +7,9 @@ list of items into a :class:`ldmkit.types.Batch`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -18,6 +19,7 @@ from ldmkit.data.image_folder import (
     BadImageError,
     ImageFolder,
     ImageTooLargeError,
+    Verify,
     load_image,
 )
 from ldmkit.data.shapes import COLOR_NAMES, COLORS, SHAPE_NAMES, Shapes
@@ -69,7 +71,7 @@ class DataConfig:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     labels: bool | None = None
     background: str = "white"
-    verify: str = "full"
+    verify: Verify = "full"
     cache: bool = True
     length: int = 50_000
     seed: int = 0
@@ -111,7 +113,7 @@ def _folder(cfg: DataConfig) -> torch.utils.data.Dataset:
     if not cfg.root:
         raise ValueError("data.root must name the image directory for data.name='folder'")
     return ImageFolder(cfg.root, cfg.image_size, cfg.channels or 3, labels=cfg.labels, skip_bad=cfg.skip_bad,
-                       max_pixels=cfg.max_pixels, background=cfg.background, verify=cfg.verify,  # type: ignore[arg-type]
+                       max_pixels=cfg.max_pixels, background=cfg.background, verify=cfg.verify,
                        cache=cfg.cache)
 
 

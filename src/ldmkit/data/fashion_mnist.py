@@ -79,6 +79,7 @@ class FashionMNIST(torch.utils.data.Dataset):
     """
 
     class_names = CLASS_NAMES
+    channels = 1
 
     def __init__(self, split: str = "train", root: str | os.PathLike | None = None, pad_to: int | None = None):
         images, labels = load_fashion_mnist_arrays(split, root)

@@ -13,9 +13,10 @@ import logging
 import os
 import struct
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -60,21 +61,16 @@ def parse_background(background: str | int | Sequence[int]) -> tuple[int, int, i
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
-    """High-bit-depth gray (``I;16*``, ``I``, ``F``) -> 8-bit ``L`` (or ``LA`` when a tRNS gray value is set).
+    """16-bit gray (``I;16*``, or ``I`` as older Pillow reads such PNGs) -> 8-bit ``L``, or ``LA`` when a
+    tRNS chunk marks one gray value transparent.
 
     Pillow's own ``convert("L")`` clips 16-bit values at 255 (most images turn white), so the 16-bit range
     is rescaled here: v8 = round(v16 / 257), which maps 0 -> 0 and 65535 -> 255 exactly.
     """
     arr = np.asarray(im)
-    if im.mode == "F" and float(np.nanmax(arr, initial=0.0)) <= 1.0:
-        arr8 = np.clip(np.nan_to_num(arr) * 255.0, 0, 255)
-    elif im.mode == "F":
-        arr8 = np.clip(np.nan_to_num(arr), 0, 255)
-    else:  # I;16, I;16B, I;16L, I;16N, I (a 16-bit PNG read by older Pillow): treat as 16-bit
-        arr8 = np.clip(arr.astype(np.float64), 0, 65535) / 257.0
-    arr8 = np.round(arr8).astype(np.uint8)
+    arr8 = np.round(np.clip(arr.astype(np.float64), 0, 65535) / 257.0).astype(np.uint8)
     trns = im.info.get("transparency")
-    if isinstance(trns, (int, np.integer)) and im.mode != "F":
+    if isinstance(trns, (int, np.integer)):
         alpha = np.where(arr == trns, 0, 255).astype(np.uint8)
         return Image.fromarray(np.stack([arr8, alpha], axis=-1), "LA")
     return Image.fromarray(arr8, "L")
@@ -124,10 +120,8 @@ def _bad_image(path: Path, e: BaseException) -> BadImageError:
         return ImageTooLargeError(path, f"refused as a possible decompression bomb: {e}")
     if isinstance(e, UnidentifiedImageError):
         return BadImageError(path, f"not a readable {'/'.join(PIL_FORMATS)} image (unknown or corrupt header)")
-    reason = str(e) or type(e).__name__
-    if "truncated" in reason.lower():  # Pillow: "image file is truncated (N bytes not processed)"
-        return BadImageError(path, reason)
-    return BadImageError(path, f"cannot decode image: {reason}")
+    # e.g. "image file is truncated (12 bytes not processed)", "Truncated File Read", "broken PNG file"
+    return BadImageError(path, f"cannot decode image: {str(e) or type(e).__name__}")
 
 
 def check_pixel_limit(path: str | os.PathLike, width: int, height: int, max_pixels: int | None) -> None:
@@ -200,7 +194,7 @@ def _decode(im: Image.Image, size: int | None, channels: int, background: tuple[
         im.draft(None, (size, size))  # DCT-domain downscale that keeps both sides >= size
     im.load()
     im = ImageOps.exif_transpose(im)
-    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+    if im.mode == "I" or im.mode.startswith("I;16"):
         im = _to_8bit(im)
     im = _flatten(im, background)
     if size is not None:
@@ -239,8 +233,8 @@ def _read_captions_jsonl(path: Path) -> dict[str, str]:
                 entry = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) \
-                    or not isinstance(entry.get("text"), str):
+            well_formed = isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("file", "text"))
+            if not well_formed:  # bad data in a file, hence ValueError
                 raise ValueError(f"{path}:{lineno}: expected an object with string fields 'file' and 'text', "
                                  f"got {line.strip()[:80]!r}")
             captions[Path(entry["file"]).as_posix()] = entry["text"]

@@ -9,8 +9,8 @@ image never overlap and have distinct colours, so a colour names one shape.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

@@ -101,6 +101,7 @@ def vlb_term_bpd(
     variance_type: VarianceType,
     *,
     decoder: DecoderType = "discretized",
+    clip_x0: bool = False,
 ) -> torch.Tensor:
     """One term of the variational bound in bits/dim, Ho et al. 2020 Eq. 5 (Nichol & Dhariwal Eq. 4-6).
 
@@ -115,20 +116,22 @@ def vlb_term_bpd(
         t: ``[N]`` int64 in [0, T-1].
         variance_type: how ``p`` gets its variance (``GaussianProcess.p_log_variance``).
         decoder: ``discretized`` (8-bit data in [-1, 1]) or ``continuous``.
+        clip_x0: clamp the predicted x0 to [-1, 1] before forming the mean (improved-diffusion's NLL
+            evaluation does, with its default ``clip_denoised=True``; training does not).
 
     Returns:
         ``[N]`` bits/dim.
     """
     check_decoder_type(decoder)
     true_mean, _, true_log_var = process.q_posterior_mean_variance(x0, x_t, t)
-    model_mean, _, model_log_var = process.p_mean_variance(prediction, x_t, t, variance_type)
+    model_mean, _, model_log_var = process.p_mean_variance(prediction, x_t, t, variance_type, clip_x0=clip_x0)
     kl = mean_flat(normal_kl(true_mean, true_log_var, model_mean, model_log_var)) / LOG2
     if decoder == "discretized":
         log_lik = discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_log_var)
     else:
         log_lik = continuous_gaussian_log_likelihood(x0, model_mean, 0.5 * model_log_var)
     decoder_nll = -mean_flat(log_lik) / LOG2
-    t = process._t(t, x_t)
+    t = process.check_timesteps(t, x_t)
     return torch.where(t == 0, decoder_nll, kl)
 
 
@@ -166,6 +169,7 @@ def vlb_bits_per_dim(
     *,
     variance_type: VarianceType,
     decoder: DecoderType = "discretized",
+    clip_x0: bool = False,
     generator: torch.Generator | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> VLBResult:
@@ -182,7 +186,8 @@ def vlb_bits_per_dim(
         cond: conditioning for the batch, passed through unchanged.
         variance_type: as the model was trained.
         decoder: ``discretized`` or ``continuous``.
-        generator: for the noise draws.
+        clip_x0: clamp predicted x0 to [-1, 1] (pixel data; as improved-diffusion's NLL script).
+        generator: for the noise draws (on ``x0``'s device).
         progress: called as ``progress(steps_done, T)`` after each timestep.
 
     Returns:
@@ -197,7 +202,8 @@ def vlb_bits_per_dim(
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t = process.q_sample(x0, t, noise)
         prediction = denoiser(x_t, process.model_timesteps(t), cond)
-        terms[:, step] = vlb_term_bpd(process, prediction, x0, x_t, t, variance_type, decoder=decoder)
+        terms[:, step] = vlb_term_bpd(process, prediction, x0, x_t, t, variance_type, decoder=decoder,
+                                      clip_x0=clip_x0)
         mse[:, step] = mean_flat((prediction.x0 - x0) ** 2)
         if progress is not None:
             progress(done, T)
@@ -223,6 +229,7 @@ def dataset_bits_per_dim(
     *,
     variance_type: VarianceType,
     decoder: DecoderType = "discretized",
+    clip_x0: bool = False,
     generator: torch.Generator | None = None,
     max_examples: int | None = None,
     progress: Callable[[int, float], None] | None = None,
@@ -230,7 +237,7 @@ def dataset_bits_per_dim(
     """Bits/dim of a dataset under a model via the full T-step bound (improved-diffusion's NLL evaluation).
 
     Args:
-        denoiser, process, variance_type, decoder, generator: as ``vlb_bits_per_dim``.
+        denoiser, process, variance_type, decoder, clip_x0, generator: as ``vlb_bits_per_dim``.
         batches: an iterable of ``x0`` tensors ``[B, ...]`` or ``(x0, cond)`` pairs.
         max_examples: stop after this many examples (the last batch is truncated).
         progress: called as ``progress(examples_done, running_mean_bpd)`` after each batch.
@@ -244,7 +251,7 @@ def dataset_bits_per_dim(
             keep = min(x0.shape[0], max_examples - count)
             x0, cond = x0[:keep], (cond.index(slice(0, keep)) if cond is not None else None)
         result = vlb_bits_per_dim(denoiser, process, x0, cond, variance_type=variance_type, decoder=decoder,
-                                  generator=generator)
+                                  clip_x0=clip_x0, generator=generator)
         totals.append(result.total_bpd.double().cpu())
         priors.append(result.prior_bpd.double().cpu())
         batch_terms = result.terms_bpd.double().sum(dim=0).cpu()

@@ -15,7 +15,12 @@ import torch
 
 from ldmkit.diffusion import parameterization as param
 from ldmkit.diffusion.likelihood import mean_flat, prior_bpd, vlb_term_bpd
-from ldmkit.diffusion.process import LEARNED_VARIANCE_TYPES, GaussianProcess, VarianceType, check_variance_type
+from ldmkit.diffusion.process import (
+    LEARNED_VARIANCE_TYPES,
+    GaussianProcess,
+    VarianceType,
+    check_variance_type,
+)
 from ldmkit.types import Cond, Prediction
 
 LossType = Literal["simple", "vlb", "hybrid"]
@@ -92,6 +97,7 @@ def training_losses(
     check_variance_type(variance_type)
     param.check_prediction_type(prediction_type)
     _check_combination(loss_type, variance_type)
+    t = process.check_timesteps(t, x0)
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = process.q_sample(x0, t, noise)
@@ -101,7 +107,7 @@ def training_losses(
                          f"for data of shape {list(x0.shape)}")
     terms: dict[str, torch.Tensor] = {}
     if loss_type in ("simple", "hybrid"):
-        alpha_bar = process.alphas_cumprod.to(x0.device)[t]
+        alpha_bar = process.alphas_cumprod.to(x0.device)[t]  # float64 [N]; the conversions cast
         target = param.target(prediction_type, x0, noise, alpha_bar)
         output = param.target(prediction_type, prediction.x0, prediction.eps, alpha_bar)
         mse = mean_flat((target - output) ** 2)

@@ -112,11 +112,25 @@ class GaussianProcess:
             "posterior_mean_coef1": b * np.sqrt(abar_prev) / (1.0 - abar),
             "posterior_mean_coef2": (1.0 - abar_prev) * np.sqrt(1.0 - b) / (1.0 - abar),
             "snr": snr,
+            # derived tables used per call, precomputed so that every gather hits the cache below
+            "one_minus_alphas_cumprod": 1.0 - abar,
+            "log_one_minus_alphas_cumprod": np.log1p(-abar),
+            "fixed_large_log_variance": np.concatenate([np.log(clipped[:1]), np.log(b[1:])]),
         }
         for name, arr in tables.items():
             setattr(self, name, torch.from_numpy(np.ascontiguousarray(arr)))
         self.num_timesteps = T
         self.timestep_map = tmap
+        self._table_names = tuple(tables)
+        self._cache: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
+
+    @classmethod
+    def from_schedule(cls, name: str, num_timesteps: int = 1000, *,
+                      rescale_zero_terminal_snr: bool = False) -> GaussianProcess:
+        """The base process of a named schedule: ``GaussianProcess(get_betas(name, num_timesteps, ...))``."""
+        from ldmkit.diffusion.schedules import get_betas
+
+        return cls(get_betas(name, num_timesteps, rescale_zero_terminal_snr=rescale_zero_terminal_snr))
 
     def __repr__(self) -> str:
         return (f"GaussianProcess(T={self.num_timesteps}, alpha-bar {float(self.alphas_cumprod[0]):.6g} -> "
@@ -125,8 +139,8 @@ class GaussianProcess:
 
     # ------------------------------------------------------------------------------------------- helpers
 
-    def _t(self, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
-        """``t`` as int64 ``[N]`` on ``like``'s device, checked against the batch size and range."""
+    def check_timesteps(self, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
+        """``t`` as int64 ``[N]`` on ``like``'s device, checked against the batch size and (on the CPU) the range."""
         n = like.shape[0]
         if isinstance(t, (int, np.integer)):
             t = torch.full((n,), int(t), dtype=torch.int64)
@@ -135,19 +149,44 @@ class GaussianProcess:
                             f"{getattr(t, 'dtype', '')}")
         if t.dim() != 1 or t.shape[0] != n:
             raise ValueError(f"t must have shape [{n}] (the batch size), got {list(t.shape)}")
-        if t.device.type == "cpu" and t.numel() and (int(t.min()) < 0 or int(t.max()) >= self.num_timesteps):
-            raise ValueError(f"t must lie in [0, {self.num_timesteps - 1}], got values {int(t.min())}..{int(t.max())}")
+        if t.device.type == "cpu" and n:  # on an accelerator the check would cost a device sync
+            lo, hi = torch.aminmax(t)
+            if int(lo) < 0 or int(hi) >= self.num_timesteps:
+                raise ValueError(f"t must lie in [0, {self.num_timesteps - 1}], got values {int(lo)}..{int(hi)}")
         return t.to(device=like.device, dtype=torch.int64)
 
-    def gather(self, table: torch.Tensor, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
-        """Rows ``table[t]`` as ``[N, 1, ..., 1]`` (broadcastable to ``like``) in ``like``'s dtype and device."""
-        t = self._t(t, like)
+    def _rows(self, name: str, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Table ``name`` at a checked ``t``, as ``[N, 1, ...]`` in ``like``'s dtype/device (tables cached per pair)."""
+        key = (name, like.device, like.dtype)
+        table = self._cache.get(key)
+        if table is None:
+            table = self._cache[key] = getattr(self, name).to(device=like.device).to(like.dtype)
+        return table[t].reshape(-1, *([1] * (like.dim() - 1)))
+
+    def gather(self, table: torch.Tensor | str, t: torch.Tensor | int, like: torch.Tensor) -> torch.Tensor:
+        """Rows ``table[t]`` as ``[N, 1, ..., 1]`` (broadcastable to ``like``) in ``like``'s dtype and device.
+
+        Args:
+            table: a ``[T]`` tensor, or the name of one of this process's tables (faster: cached per device
+                and dtype).
+            t: ``[N]`` integer timesteps (or a Python int for all examples).
+            like: ``[N, ...]`` tensor whose dtype, device and rank the result follows.
+        """
+        t = self.check_timesteps(t, like)
+        if isinstance(table, str):
+            if table not in self._table_names:
+                raise ValueError(f"unknown table {table!r}; tables: {', '.join(self._table_names)}")
+            return self._rows(table, t, like)
         values = table.to(t.device)[t]
         return values.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
 
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         """``timestep_map[t]``: the timesteps to call a denoiser (trained on the base process) with. ``[N]`` int64."""
-        return self.timestep_map.to(t.device)[t.long()]
+        key = ("timestep_map", t.device, torch.int64)
+        tmap = self._cache.get(key)
+        if tmap is None:
+            tmap = self._cache[key] = self.timestep_map.to(t.device)
+        return tmap[t.long()]
 
     # ---------------------------------------------------------------------------------------- forward q
 
@@ -165,7 +204,8 @@ class GaussianProcess:
         """
         if noise is None:
             noise = torch.randn(x_prev.shape, generator=generator, device=x_prev.device, dtype=x_prev.dtype)
-        beta = self.gather(self.betas, t, x_prev)
+        t = self.check_timesteps(t, x_prev)
+        beta = self._rows("betas", t, x_prev)
         return torch.sqrt(1.0 - beta) * x_prev + torch.sqrt(beta) * noise
 
     def q_mean_variance(self, x0: torch.Tensor, t: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -174,9 +214,10 @@ class GaussianProcess:
         Returns:
             (mean ``[N, ...]``, variance ``[N, 1, ...]``, log_variance ``[N, 1, ...]``).
         """
-        variance = self.gather(1.0 - self.alphas_cumprod, t, x0)
-        mean = self.gather(self.sqrt_alphas_cumprod, t, x0) * x0
-        return mean, variance, self.gather(torch.log1p(-self.alphas_cumprod), t, x0)
+        t = self.check_timesteps(t, x0)
+        mean = self._rows("sqrt_alphas_cumprod", t, x0) * x0
+        return (mean, self._rows("one_minus_alphas_cumprod", t, x0),
+                self._rows("log_one_minus_alphas_cumprod", t, x0))
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor | int, noise: torch.Tensor | None = None, *,
                  generator: torch.Generator | None = None) -> torch.Tensor:
@@ -191,8 +232,8 @@ class GaussianProcess:
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         if noise.shape != x0.shape:
             raise ValueError(f"noise shape {list(noise.shape)} differs from x0 shape {list(x0.shape)}")
-        return (self.gather(self.sqrt_alphas_cumprod, t, x0) * x0
-                + self.gather(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise)
+        t = self.check_timesteps(t, x0)
+        return self._rows("sqrt_alphas_cumprod", t, x0) * x0 + self._rows("sqrt_one_minus_alphas_cumprod", t, x0) * noise
 
     # ---------------------------------------------------------------------------------------- posterior
 
@@ -214,9 +255,9 @@ class GaussianProcess:
         """
         if x0.shape != x_t.shape:
             raise ValueError(f"x0 shape {list(x0.shape)} differs from x_t shape {list(x_t.shape)}")
-        mean = self.gather(self.posterior_mean_coef1, t, x_t) * x0 + self.gather(self.posterior_mean_coef2, t, x_t) * x_t
-        return (mean, self.gather(self.posterior_variance, t, x_t),
-                self.gather(self.posterior_log_variance_clipped, t, x_t))
+        t = self.check_timesteps(t, x_t)
+        mean = self._rows("posterior_mean_coef1", t, x_t) * x0 + self._rows("posterior_mean_coef2", t, x_t) * x_t
+        return (mean, self._rows("posterior_variance", t, x_t), self._rows("posterior_log_variance_clipped", t, x_t))
 
     # ------------------------------------------------------------------------------------------ reverse p
 
@@ -230,7 +271,8 @@ class GaussianProcess:
         - ``learned``: ``var_output`` is the log-variance itself.
         - ``learned_range``: log Sigma = (v + 1)/2 log beta_t + (1 - v)/2 log beta-tilde_t with v = ``var_output``
           clamped to [-1, 1], so Sigma always lies in [beta-tilde_t, beta_t] (the two ends are the optimal
-          variances for deterministic x0 and for x0 ~ N(0, I), Ho et al. Sec. 3.2).
+          variances for deterministic x0 and for x0 ~ N(0, I), Ho et al. Sec. 3.2). improved-diffusion does
+          not clamp; the two agree whenever the network's v is inside [-1, 1].
 
         Returns:
             ``[N, ...]`` log-variance, expanded to ``x_t``'s shape.
@@ -242,16 +284,17 @@ class GaussianProcess:
                                  "(is the network built with learn_variance=True?)")
             if var_output.shape != x_t.shape:
                 raise ValueError(f"var_output shape {list(var_output.shape)} differs from x_t shape {list(x_t.shape)}")
+        t = self.check_timesteps(t, x_t)
         if variance_type == "fixed_small":
-            log_var = self.gather(self.posterior_log_variance_clipped, t, x_t)
+            log_var = self._rows("posterior_log_variance_clipped", t, x_t)
         elif variance_type == "fixed_large":
-            log_var = self.gather(torch.cat([self.posterior_log_variance_clipped[:1], self.log_betas[1:]]), t, x_t)
+            log_var = self._rows("fixed_large_log_variance", t, x_t)
         elif variance_type == "learned":
             log_var = var_output
         else:
             frac = (var_output.clamp(-1.0, 1.0) + 1.0) / 2.0
-            log_max = self.gather(self.log_betas, t, x_t)
-            log_min = self.gather(self.posterior_log_variance_clipped, t, x_t)
+            log_max = self._rows("log_betas", t, x_t)
+            log_min = self._rows("posterior_log_variance_clipped", t, x_t)
             log_var = frac * log_max + (1.0 - frac) * log_min
         return log_var.expand_as(x_t)
 
@@ -294,7 +337,7 @@ class GaussianProcess:
 
     # ----------------------------------------------------------------------------------------- respacing
 
-    def respace(self, timesteps: Sequence[int] | np.ndarray | torch.Tensor) -> "GaussianProcess":
+    def respace(self, timesteps: Sequence[int] | np.ndarray | torch.Tensor) -> GaussianProcess:
         """A process on a subset of steps that keeps their alpha-bar exactly (Nichol & Dhariwal 2021, Sec. 4).
 
         For kept indices k_1 < ... < k_S the new betas are beta'_i = 1 - abar_{k_i} / abar_{k_{i-1}} (abar_{k_0}

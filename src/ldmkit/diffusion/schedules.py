@@ -31,6 +31,9 @@ MAX_BETA = 0.999
 
 def _linear(num_timesteps: int) -> np.ndarray:
     scale = 1000.0 / num_timesteps
+    if scale * 0.02 >= 1.0:
+        raise ValueError(f"the linear schedule needs num_timesteps > 20 (its last beta, 0.02 * 1000 / T, must stay "
+                         f"below 1); got {num_timesteps}. Use 'cosine' or respace a longer process instead")
     return np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64)
 
 

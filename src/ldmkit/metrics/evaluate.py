@@ -38,6 +38,14 @@ def parse_metrics(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return names
 
 
+def _describe_seeds(seeds: np.ndarray) -> str | list[int]:
+    """A contiguous run of seeds as ``"first..last"``, anything else as the full list."""
+    seeds = np.asarray(seeds).ravel().astype(np.int64)
+    if len(seeds) > 1 and np.array_equal(seeds, np.arange(seeds[0], seeds[0] + len(seeds))):
+        return f"{int(seeds[0])}..{int(seeds[-1])}"
+    return seeds.tolist()
+
+
 def load_images(path: str | os.PathLike, key: str | None = None) -> tuple[np.ndarray, dict]:
     """Images from a directory of image files (sorted by name) or an ``.npz`` / ``.npy`` array file.
 
@@ -73,7 +81,7 @@ def load_images(path: str | os.PathLike, key: str | None = None) -> tuple[np.nda
                              f"pass --key (tried {list(NPZ_KEYS)})")
         images = z[key]
         if "seeds" in z.files:
-            info["seeds"] = z["seeds"].tolist()
+            info["seeds"] = _describe_seeds(z["seeds"])
     info["key"] = key
     return images, info
 

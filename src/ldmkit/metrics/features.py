@@ -20,10 +20,10 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -66,7 +66,9 @@ def to_nchw(images: np.ndarray | torch.Tensor, value_range: tuple[float, float] 
     Raises:
         ValueError: for an unsupported shape or dtype, naming it.
     """
-    x = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
+    if isinstance(images, np.ndarray):
+        images = np.array(images, copy=True) if not images.flags.writeable else np.ascontiguousarray(images)
+    x = torch.as_tensor(images)
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4:
@@ -85,6 +87,13 @@ def to_nchw(images: np.ndarray | torch.Tensor, value_range: tuple[float, float] 
         logger.warning("float images exceed the value range %s (min %.3f, max %.3f after rescaling); clamping",
                        (lo, hi), float(x.min()), float(x.max()))
     return x.clamp(-1.0, 1.0)
+
+
+def _looks_like_unit_range(images: np.ndarray | torch.Tensor) -> bool:
+    if isinstance(images, torch.Tensor):
+        return bool(images.is_floating_point() and images.numel() and float(images.min()) >= 0.0)
+    a = np.asarray(images)
+    return bool(np.issubdtype(a.dtype, np.floating) and a.size and float(a.min()) >= 0.0)
 
 
 @dataclass
@@ -136,6 +145,9 @@ class FeatureExtractor:
             batches = tqdm(batches, desc=f"features ({self.name})", unit="batch")
         for i in batches:
             x = to_nchw(images[i:i + batch_size], value_range).to(device)
+            if i == 0 and value_range is None and _looks_like_unit_range(images[:batch_size]):
+                logger.warning("float images are all >= 0 although read as [-1, 1]; if they are in [0, 1], "
+                               "pass value_range=(0, 1) (CLI: --value-range 0,1)")
             x, resize = self.preprocess(x)
             f, lg = self.model(x)
             feats.append(f.double().cpu().numpy())
@@ -197,7 +209,7 @@ def load_fmnist_extractor(weights: str | os.PathLike | None = None, device: str 
     """
     from safetensors.torch import load_file
 
-    from ldmkit.metrics.fmnist_cnn import VERSION, FMNISTClassifier
+    from ldmkit.metrics.fmnist_cnn import CHANNELS, FINAL_POOL, VERSION, FMNISTClassifier
     path = Path(weights) if weights else _asset_path("fmnist_features.safetensors")
     if not path.is_file():
         raise FileNotFoundError(f"Fashion-MNIST feature weights {path} not found; they ship with ldmkit "
@@ -211,6 +223,10 @@ def load_fmnist_extractor(weights: str | os.PathLike | None = None, device: str 
         if meta.get("sha256") and meta["sha256"] != sha:
             raise ValueError(f"{path}: sha256 {sha} does not match {meta_path} ({meta['sha256']}); "
                              "the feature network file is damaged or was replaced")
+    if meta_path.is_file() and (tuple(meta.get("channels", CHANNELS)) != CHANNELS
+                                or meta.get("final_pool", FINAL_POOL) != FINAL_POOL):
+        raise ValueError(f"{meta_path}: architecture (channels {meta.get('channels')}, final_pool "
+                         f"{meta.get('final_pool')}) differs from this ldmkit's {CHANNELS}, {FINAL_POOL}")
     if version != VERSION:
         raise ValueError(f"{path}: feature network version {version!r}, this ldmkit builds {VERSION!r}")
     state = {k: v.float() for k, v in load_file(str(path)).items()}
@@ -234,7 +250,7 @@ def load_inception_extractor(weights: str | os.PathLike | None = None, sha256: s
     Raises:
         FileNotFoundError / ValueError: with instructions (``INCEPTION_HELP``) on how to obtain the file.
     """
-    from safetensors import SafetensorsError
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from ldmkit.metrics.inception import FIDInceptionV3
@@ -255,7 +271,7 @@ def load_inception_extractor(weights: str | os.PathLike | None = None, sha256: s
                        "recorded in the protocol", path, actual)
     try:
         state = load_file(str(path))
-    except SafetensorsError as e:
+    except (SafetensorError, OSError) as e:
         raise ValueError(f"{path}: not a safetensors file ({e}).\n{INCEPTION_HELP}") from e
     model = FIDInceptionV3()
     expected = model.state_dict()

@@ -10,6 +10,7 @@ Code name -> symbol: ``mu1, mu2`` = mu_r, mu_g; ``sigma1, sigma2`` = Sigma_r, Si
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 from scipy import linalg
@@ -40,7 +41,11 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         raise ValueError(f"shape mismatch: mu1 {mu1.shape}, mu2 {mu2.shape}, sigma1 {sigma1.shape}, "
                          f"sigma2 {sigma2.shape}")
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
+    if caught:  # e.g. feature dimensions that are always 0 (dead ReLUs), or fewer samples than dimensions
+        logger.debug("FID: sigma1 @ sigma2 is singular (%s)", caught[0].message)
     if not np.isfinite(covmean).all():
         logger.warning("FID: sqrtm(sigma1 sigma2) is not finite; adding %g * I to both covariances", eps)
         offset = np.eye(len(mu1)) * eps

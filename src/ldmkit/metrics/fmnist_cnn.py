@@ -16,10 +16,12 @@ FEATURE_DIM = 128
 NUM_CLASSES = 10
 #: Channels of the three conv blocks (each conv3x3 -> BatchNorm -> ReLU -> maxpool 2).
 CHANNELS = (16, 32, 64)
+#: Whether the last block max-pools (7x7 -> 3x3) before the fully connected layer.
+FINAL_POOL = False
 ARCHITECTURE = (
-    "input [N,1,28,28] in [-1,1]; 3 x (conv3x3 pad 1 -> BatchNorm2d -> ReLU -> MaxPool2d 2) with channels "
-    f"{CHANNELS} (28->14->7->3); flatten 64*3*3 -> Linear(576,{FEATURE_DIM}) -> ReLU = features; "
-    f"Dropout(0.3) -> Linear({FEATURE_DIM},{NUM_CLASSES}) = logits"
+    "input [N,1,28,28] in [-1,1]; 3 x (conv3x3 pad 1 (no bias) -> BatchNorm2d -> ReLU) with channels "
+    f"{CHANNELS}, MaxPool2d 2 after the first two (28->14->7); flatten 64*7*7 -> Linear(3136,{FEATURE_DIM}) -> "
+    f"ReLU = features; Dropout(0.2) -> Linear({FEATURE_DIM},{NUM_CLASSES}) = logits"
 )
 
 
@@ -29,17 +31,20 @@ class FMNISTClassifier(nn.Module):
     Inputs are ``[N, 1, 28, 28]`` images in ``[-1, 1]`` (the same scale the diffusion models use).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, channels: tuple[int, ...] = CHANNELS, final_pool: bool = FINAL_POOL,
+                 dropout: float = 0.2) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c_in = 1
-        for c_out in CHANNELS:
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-                       nn.MaxPool2d(2)]
+        for i, c_out in enumerate(channels):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            if i < len(channels) - 1 or final_pool:
+                layers.append(nn.MaxPool2d(2))
             c_in = c_out
         self.body = nn.Sequential(*layers)
-        self.fc = nn.Linear(CHANNELS[-1] * 3 * 3, FEATURE_DIM)
-        self.dropout = nn.Dropout(0.3)
+        side = 3 if final_pool else 7
+        self.fc = nn.Linear(channels[-1] * side * side, FEATURE_DIM)
+        self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(FEATURE_DIM, NUM_CLASSES)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,8 +1,8 @@
 """Reference statistics (features, mean, covariance) of a real dataset, cached to ``.npz`` with their protocol.
 
 Reference specs: ``fashion-mnist:test`` or ``fashion-mnist:train`` (whole split, or a seeded random subset of
-``n_reference`` images), or a path to an ``.npz`` written by ``ReferenceStats.save`` (e.g. stats computed
-elsewhere with ``ldmkit eval-images --save-reference``). The cache lives in ``$LDMKIT_CACHE_DIR`` (default
+``n_reference`` images), or a path to an ``.npz`` written by ``ReferenceStats.save`` (e.g. statistics of any
+image set made with ``ldmkit eval-images IMAGES --save-reference OUT.npz``). The cache lives in ``$LDMKIT_CACHE_DIR`` (default
 ``~/.cache/ldmkit/metrics``); a cached file whose stored protocol differs from the requested one is refused.
 """
 
@@ -48,7 +48,7 @@ class ReferenceStats:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, expected: dict | None = None) -> "ReferenceStats":
+    def load(cls, path: str | os.PathLike, expected: dict | None = None) -> ReferenceStats:
         """Load (never unpickling) and, if ``expected`` is given, refuse a differing protocol."""
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -131,3 +131,13 @@ def get_reference_stats(spec: str, extractor: FeatureExtractor, *, n_reference: 
         logger.info("cached reference statistics to %s", path)
     return stats
 
+
+
+def stats_from_images(images, extractor: FeatureExtractor, name: str, *, value_range=None,
+                      batch_size: int = 500, progress: bool = False) -> ReferenceStats:
+    """Reference statistics of any image set (``name`` goes into the protocol's ``reference`` field)."""
+    feats = extractor.extract(images, batch_size=batch_size, value_range=value_range, progress=progress)
+    mu, sigma = gaussian_stats(feats.features)
+    protocol = {"protocol_version": PROTOCOL_VERSION, **extractor.describe(), "reference": name,
+                "n_reference": len(feats.features), "reference_seed": None, "resize_reference": feats.resize}
+    return ReferenceStats(feats.features.astype(np.float32), feats.logits, mu, sigma, protocol)

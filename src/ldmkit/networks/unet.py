@@ -19,7 +19,7 @@ Layout (``L = len(channel_mult)`` levels, level ``i`` at ``1/2^i`` of the input 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -293,6 +293,9 @@ class UNet(nn.Module):
             if class_labels.shape != (n,) or class_labels.dtype not in (torch.int64, torch.int32):
                 raise ValueError(f"UNet: class_labels must be int [N]=[{n}], got {class_labels.dtype} "
                                  f"{tuple(class_labels.shape)}")
+            if class_labels.numel() and (int(class_labels.min()) < 0 or int(class_labels.max()) > c.num_classes):
+                raise ValueError(f"UNet: class_labels must lie in [0, {c.num_classes}] ({c.num_classes} = null "
+                                 f"class), got {int(class_labels.min())}..{int(class_labels.max())}")
         elif class_labels is not None:
             raise ValueError("UNet: class_labels given but the config has num_classes=None")
         if c.context_dim is not None:

@@ -21,7 +21,15 @@ from __future__ import annotations
 from ldmkit.samplers.ddim import ddim_invert, sample_ddim
 from ldmkit.samplers.ddpm import sample_ddpm
 from ldmkit.samplers.dpm_solver import sample_dpmpp_2m
-from ldmkit.samplers.grids import GRIDS, make_grid, quadratic_grid, trailing_grid, uniform_grid
+from ldmkit.samplers.grids import (
+    DEFAULT_GRID,
+    GRIDS,
+    logsnr_grid,
+    make_grid,
+    quadratic_grid,
+    trailing_grid,
+    uniform_grid,
+)
 from ldmkit.samplers.noise import make_generators, randn, randn_like
 
 SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp_2m": sample_dpmpp_2m}
@@ -35,6 +43,20 @@ def get_sampler(name: str):
 
 
 __all__ = [
-    "GRIDS", "SAMPLERS", "ddim_invert", "get_sampler", "make_generators", "make_grid", "quadratic_grid",
-    "randn", "randn_like", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m", "trailing_grid", "uniform_grid",
+    "DEFAULT_GRID",
+    "GRIDS",
+    "SAMPLERS",
+    "ddim_invert",
+    "get_sampler",
+    "logsnr_grid",
+    "make_generators",
+    "make_grid",
+    "quadratic_grid",
+    "randn",
+    "randn_like",
+    "sample_ddim",
+    "sample_ddpm",
+    "sample_dpmpp_2m",
+    "trailing_grid",
+    "uniform_grid",
 ]

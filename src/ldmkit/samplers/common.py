@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 
+from ldmkit.diffusion.parameterization import eps_from_x0
 from ldmkit.types import Cond, Prediction
 
 # callback(step, t, x, prediction): step = 0..K-1, t = the process timestep the step started from,
@@ -67,7 +68,7 @@ def postprocess_x0(pred: Prediction, x_t: torch.Tensor, alpha_bar: float, *, cli
     x0 = pred.x0.clamp(-1.0, 1.0) if clip_denoised else dynamic_threshold(pred.x0, dynamic_threshold_percentile)
     if alpha_bar >= 1.0:
         return Prediction(x0=x0, eps=pred.eps, var_output=pred.var_output)
-    eps = (x_t - alpha_bar**0.5 * x0) / (1.0 - alpha_bar) ** 0.5
+    eps = eps_from_x0(x_t, x0, torch.tensor(alpha_bar, dtype=torch.float64))
     return Prediction(x0=x0, eps=eps, var_output=pred.var_output)
 
 

@@ -46,10 +46,10 @@ def sample_ddpm(denoiser, x_T: torch.Tensor, timesteps, process, *, cond: Cond |
         pred = postprocess_x0(pred, x, float(abar[i]), clip_denoised=clip_denoised,
                               dynamic_threshold_percentile=dynamic_threshold)
         t = torch.full((x.shape[0],), i, dtype=torch.int64, device=x.device)
-        mean, _, log_variance = process.p_mean_variance(pred, x, t, variance_type)
+        mean, variance, _ = process.p_mean_variance(pred, x, t, variance_type)
         x = mean.to(x_T.dtype)
         if i > 0:
-            x = x + torch.exp(0.5 * log_variance).to(x_T.dtype) * randn_like(x, generator)
+            x = x + variance.sqrt().to(x_T.dtype) * randn_like(x, generator)
         if callback is not None:
             callback(step, int(grid[step]), x, pred)
     return x

@@ -41,6 +41,12 @@ def sample_dpmpp_2m(denoiser, x_T: torch.Tensor, timesteps, process, *, cond: Co
     4. the final step to the clean state (sigma = 0) is first order: ``x = x0`` (as k-diffusion and
        diffusers do; the second-order correction is undefined at h = inf).
 
+    With ``lower_order_final`` (default) and fewer than 15 grid entries, the step into the last grid entry
+    is first order too (the ``lower_order_final`` of the authors' and diffusers' implementations): on a
+    uniform-in-t grid the last steps are long in lambda and the step-size ratio ``r`` gets small, which
+    makes the second-order extrapolation unstable. For few steps prefer the ``logsnr`` grid, which keeps
+    ``r`` = 1 (measured on Gaussian data in tests/samplers/test_oracle_moments.py and docs/benchmarks.md).
+
     The solver is deterministic; ``generator`` is accepted for the common signature and unused.
     """
     del generator

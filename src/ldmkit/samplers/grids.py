@@ -91,6 +91,11 @@ def logsnr_grid(num_timesteps: int, num_steps: int, alphas_cumprod=None) -> torc
 
 GRIDS = {"uniform": uniform_grid, "quadratic": quadratic_grid, "trailing": trailing_grid, "logsnr": logsnr_grid}
 
+# The grid each sampler is best used with when the user names none. DPM-Solver++(2M) steps in log-SNR
+# and is unstable on a uniform-in-t grid with the linear schedule at 15-50 steps (its last steps are long
+# in lambda); see benchmarks/sampler_accuracy.py and docs/benchmarks.md.
+DEFAULT_GRID = {"ddpm": "uniform", "ddim": "uniform", "dpmpp_2m": "logsnr"}
+
 
 def make_grid(name: str, num_timesteps: int, num_steps: int, *, alphas_cumprod=None) -> torch.Tensor:
     """The grid ``name`` (one of :data:`GRIDS`) with ``num_steps`` steps over ``num_timesteps``.

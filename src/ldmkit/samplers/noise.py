@@ -28,18 +28,23 @@ def randn(shape: Sequence[int], generator: Generators = None, *, device: torch.d
           dtype: torch.dtype | None = None) -> torch.Tensor:
     """Standard normal ``[N, ...]``; with a list of generators, row ``i`` comes from ``generator[i]``.
 
-    Numbers are drawn on each generator's device and then moved to ``device``.
+    Numbers are drawn in float32 on each generator's device, then cast to ``dtype`` and moved to
+    ``device``: a seed gives the same noise in every dtype (and float64 draws, 3x slower on CPU, are
+    not needed for sampling).
     """
     shape = tuple(int(s) for s in shape)
+    dtype = torch.get_default_dtype() if dtype is None else dtype
     if generator is None or isinstance(generator, torch.Generator):
         gen_device = generator.device if generator is not None else device
-        out = torch.randn(shape, generator=generator, device=gen_device, dtype=dtype)
-        return out.to(device)
+        out = torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32)
+        return out.to(device=device, dtype=dtype)
     gens = list(generator)
     if len(gens) != shape[0]:
         raise ValueError(f"randn: {len(gens)} generators for a batch of {shape[0]}; pass one per sample")
-    rows = [torch.randn(shape[1:], generator=g, device=g.device, dtype=dtype).to(device) for g in gens]
-    return torch.stack(rows) if rows else torch.empty(shape, device=device, dtype=dtype)
+    if not gens:
+        return torch.empty(shape, device=device, dtype=dtype)
+    rows = [torch.randn(shape[1:], generator=g, device=g.device, dtype=torch.float32).to(device) for g in gens]
+    return torch.stack(rows).to(dtype)
 
 
 def randn_like(x: torch.Tensor, generator: Generators = None) -> torch.Tensor:

@@ -6,6 +6,7 @@ A run directory holds ``checkpoints/step_0000100/`` folders, each complete on it
 - ``model.safetensors`` and ``ema.safetensors``: the trained and the averaged weights.
 - ``optimizer.safetensors`` + the ``optimizer`` entry of ``state.json``: optimizer tensors and hyper-parameters.
 - ``rng.safetensors`` + ``state.json``: step, data position, elapsed time, RNG states (torch, numpy, python).
+- ``loss_fn.safetensors`` (optional): state of the loss function (e.g. a timestep sampler's loss history).
 
 A checkpoint folder is written under a temporary name and renamed into place only once every file is
 flushed to disk, so a folder named ``step_*`` is always complete: a crash mid-write leaves only a
@@ -209,12 +210,15 @@ def save_checkpoint(
     optimizer_state: dict | None = None,
     train_state: dict | None = None,
     keep_last: int = 3,
+    extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write ``run_dir/checkpoints/step_XXXXXXX`` atomically, then prune to the ``keep_last`` newest.
 
     Args:
         config: the full run configuration (JSON-able); stored in ``config.json``.
         train_state: JSON-able loop state (data position, elapsed time, ...); RNG states are added here.
+        extra_tensors: more named tensor groups (e.g. ``{"loss_fn": ...}``), each saved as ``NAME.safetensors``
+            when not empty.
     """
     if keep_last < 1:
         raise ValueError(f"keep_last must be >= 1 (never zero checkpoints), got {keep_last}")
@@ -234,6 +238,9 @@ def save_checkpoint(
         opt_tensors, opt_meta = optimizer_to_tensors(optimizer_state)
         write_tensors(tmp / "optimizer.safetensors", opt_tensors)
         state_json["optimizer"] = opt_meta
+    for name, tensors in (extra_tensors or {}).items():
+        if tensors:
+            write_tensors(tmp / f"{name}.safetensors", tensors)
     rng_tensors, rng_meta = capture_rng()
     write_tensors(tmp / "rng.safetensors", rng_tensors)
     state_json["rng"] = rng_meta
@@ -289,6 +296,8 @@ def load_training_state(ckpt: Path) -> dict:
            "rng": (read_tensors(ckpt / "rng.safetensors"), state["rng"])}
     if (ckpt / "ema.safetensors").is_file():
         out["ema"] = read_tensors(ckpt / "ema.safetensors")
+    if (ckpt / "loss_fn.safetensors").is_file():
+        out["loss_fn"] = read_tensors(ckpt / "loss_fn.safetensors")
     if "optimizer" in state:
         out["optimizer"] = optimizer_from_tensors(read_tensors(ckpt / "optimizer.safetensors"), state["optimizer"])
     return out

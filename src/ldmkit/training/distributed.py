@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -25,7 +25,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def is_main(self) -> bool:
@@ -75,13 +75,6 @@ def wrap_model(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
         return model
     ids = [info.device.index] if info.device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
-
-def broadcast_parameters(model: torch.nn.Module, info: DistInfo) -> None:
-    """Make every rank start from rank 0's weights (DDP also does this on wrap; kept for EMA copies)."""
-    if info.distributed:
-        for t in model.state_dict().values():
-            dist.broadcast(t, src=0)
 
 
 def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:

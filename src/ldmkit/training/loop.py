@@ -18,9 +18,10 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -104,10 +105,10 @@ class Trainer:
                                 f"({cfg.grad_accum}) x processes ({world})")
         self.order = DataOrder(len(self.data), cfg.batch_size // cfg.grad_accum, cfg.seed,
                                self.dist.rank, world)
-        self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.adam_betas,
                                            weight_decay=cfg.weight_decay)
-        self.train_model = wrap_model(self.model, self.dist)
+        self.train_model = wrap_model(self.model, self.dist)  # DDP broadcasts rank 0's weights here
+        self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup)
         if cfg.compile:
             self.train_model = torch.compile(self.train_model)
         self.autocast = cfg.bf16
@@ -147,6 +148,8 @@ class Trainer:
         self.ema.load_state_dict(state.get("ema", state["model"]))
         if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
+        if hasattr(self.loss_fn, "load_state_dict"):
+            self.loss_fn.load_state_dict(state.get("loss_fn", {}))
         ckpt_io.restore_rng(*state["rng"])
         self.step = state["step"]
         train = state["train"]
@@ -239,19 +242,17 @@ class Trainer:
             self.last_checkpoint = ckpt_io.save_checkpoint(
                 self.out_dir, self.step, config=self.config, model_state=self.model.state_dict(),
                 ema_state=self.ema.state_dict(), optimizer_state=self.optimizer.state_dict(),
-                train_state=train_state, keep_last=self.cfg.keep_last)
+                train_state=train_state, keep_last=self.cfg.keep_last,
+                extra_tensors={"loss_fn": self.loss_fn.state_dict()} if hasattr(self.loss_fn, "state_dict") else None)
             plot_loss_curve(self.metrics_path, self.out_dir / "loss.png")
         barrier(self.dist)
 
     def _sample(self) -> None:
         if self.dist.is_main and self.sample_fn is not None:
-            from PIL import Image
-            import numpy as np
+            from ldmkit.images import to_pil
 
             with torch.no_grad():
-                image = self.sample_fn(self.ema.module, self.step)
-            if isinstance(image, np.ndarray):
-                image = Image.fromarray(image)
+                image = to_pil(self.sample_fn(self.ema.module, self.step))
             path = self.out_dir / "samples" / f"step_{self.step:07d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             image.save(path)
@@ -271,6 +272,7 @@ class Trainer:
                    disable=not (self.progress and self.dist.is_main))
         window_t, window_steps = time.perf_counter(), 0
         window_loss, window_logs = 0.0, {}
+        deadline = None if cfg.max_minutes is None else time.monotonic() + 60.0 * cfg.max_minutes
         while self.step < cfg.max_steps:
             t0 = time.perf_counter()
             loss, logs, grad_norm = self._train_step()
@@ -279,7 +281,10 @@ class Trainer:
             window_loss += float(loss)
             for k, v in logs.items():
                 window_logs[k] = window_logs.get(k, 0.0) + v
-            last = self.step == cfg.max_steps
+            # The time budget is decided on rank 0 and shared, so all ranks stop at the same step.
+            out_of_time = any_rank(deadline is not None and self.dist.is_main and time.monotonic() > deadline,
+                                   self.dist)
+            last = self.step == cfg.max_steps or out_of_time
             if self.step % cfg.log_every == 0 or last:
                 keys = sorted(window_logs)
                 means = all_reduce_mean(torch.tensor([window_loss] + [window_logs[k] for k in keys],
@@ -300,6 +305,10 @@ class Trainer:
             if self.step % cfg.checkpoint_every == 0 or last:
                 self._save()
                 window_t = time.perf_counter()
+            if out_of_time:
+                log.info("train.max_minutes=%s spent: stopped at step %d (continue with --resume)",
+                         cfg.max_minutes, self.step)
+                break
         bar.close()
         if self.dist.is_main:
             plot_loss_curve(self.metrics_path, self.out_dir / "loss.png")

@@ -1,0 +1,204 @@
+"""The training loop: exact resume (also mid-epoch), extending a run, the NaN/Inf guard, schedules, EMA."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from _training_helpers import (
+    config_json,
+    metric_losses,
+    noisy_loss,
+    state_equal,
+    tiny_config,
+    toy_data,
+    toy_model,
+    train_cfg,
+)
+
+from ldmkit import pipelines
+from ldmkit.training import NonFiniteError, Trainer, TrainingError, lr_at
+from ldmkit.training import checkpoint as ck
+from ldmkit.training.data_order import DataOrder
+from ldmkit.training.ema import EMA, ema_decay_at
+
+
+def _diffusion_trainer(out, cfg, **kw):
+    torch.manual_seed(cfg.train.seed)
+    process = pipelines.build_process(cfg)
+    model = pipelines.build_denoiser(cfg, process)
+    space = pipelines.build_space(cfg)
+    return Trainer(model, pipelines.make_loss_fn(cfg, process, space), toy_data(40), cfg.train, out,
+                   config=config_json(cfg), progress=False, **kw)
+
+
+@pytest.mark.parametrize("variance", ["fixed_large", "learned_range"])
+def test_resume_mid_epoch_is_bit_identical(tmp_path, variance):
+    """12 steps in one go == 7 steps, stop, resume to 12 (40 examples / batch 8: step 7 is mid-epoch 2)."""
+    loss = "simple" if variance == "fixed_large" else "hybrid"
+    extra = {"timestep_sampler": "loss_second_moment", "loss_type": "vlb"} if variance == "learned_range" else {}
+    cfg = tiny_config(diffusion={"variance_type": variance, "loss_type": loss, **extra},
+                      train={"checkpoint_every": 7, "grad_accum": 2})
+    full = _diffusion_trainer(tmp_path / "full", cfg)
+    full.run()
+    part_cfg = tiny_config(diffusion={"variance_type": variance, "loss_type": loss, **extra},
+                           train={"checkpoint_every": 7, "grad_accum": 2, "max_steps": 7})
+    _diffusion_trainer(tmp_path / "part", part_cfg).run()
+    assert DataOrder(40, 4, 1).position(7 * 2) == (1, 4)  # 14 micro-batches of 4: mid-way through epoch 1
+    resumed = _diffusion_trainer(tmp_path / "part", cfg)
+    resumed.run(resume=True)
+    assert metric_losses(tmp_path / "full") == metric_losses(tmp_path / "part")  # bitwise-equal floats
+    assert state_equal(full.model.state_dict(), resumed.model.state_dict())
+    assert state_equal(full.ema.state_dict(), resumed.ema.state_dict())
+    a, b = full.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(a[i]["exp_avg_sq"], b[i]["exp_avg_sq"]) for i in a)
+
+
+def test_resume_with_larger_max_steps_equals_one_run(tmp_path):
+    full = Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=20), tmp_path / "a", config={})
+    full.run()
+    Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=10), tmp_path / "b", config={}).run()
+    more = Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=20), tmp_path / "b", config={})
+    more.run(resume=True)
+    assert state_equal(full.model.state_dict(), more.model.state_dict())
+    assert metric_losses(tmp_path / "a") == metric_losses(tmp_path / "b")
+    assert [p.name for p in ck.list_checkpoints(tmp_path / "b")] == ["step_0000010", "step_0000015", "step_0000020"]
+
+
+def test_resume_refuses_a_changed_model_config_naming_keys(tmp_path):
+    cfg = tiny_config(train={"max_steps": 2, "checkpoint_every": 2})
+    _diffusion_trainer(tmp_path, cfg).run()
+    changed = tiny_config(unet={"model_channels": 16}, diffusion={"schedule": "cosine"}, train={"max_steps": 4})
+    with pytest.raises(TrainingError) as e:
+        _diffusion_trainer(tmp_path, changed).run(resume=True)
+    msg = str(e.value)
+    assert "unet.model_channels: 8 -> 16" in msg and 'diffusion.schedule: "linear" -> "cosine"' in msg
+
+
+def test_refuses_to_overwrite_and_to_resume_nothing(tmp_path):
+    Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=5), tmp_path, config={}).run()
+    with pytest.raises(TrainingError, match="already holds checkpoint step_0000005; pass --resume"):
+        Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=5), tmp_path, config={}).run()
+    with pytest.raises(TrainingError, match="--resume: no complete checkpoint"):
+        Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(), tmp_path / "new", config={}).run(resume=True)
+
+
+def _nan_at(bad_index: int):
+    def loss_fn(model, batch):
+        loss, logs = noisy_loss(model, batch)
+        if bool((batch.indices == bad_index).any()):
+            loss = loss * float("nan")
+        return loss, logs
+    return loss_fn
+
+
+def _inf_grad(model, batch):
+    loss, logs = noisy_loss(model, batch)
+    if bool((batch.indices == 7).any()):
+        w = next(model.parameters())
+        loss = loss + (torch.sqrt(w - w) * 0.0).sum()  # finite loss, d sqrt(x)/dx at 0 is inf -> NaN grads
+    return loss, logs
+
+
+@pytest.mark.parametrize("loss_fn, what", [(_nan_at(7), "loss"), (_inf_grad, "gradient")])
+def test_nan_guard_stops_before_the_optimizer_step(tmp_path, loss_fn, what):
+    cfg = train_cfg(max_steps=30, checkpoint_every=2)
+    order = DataOrder(40, 8, cfg.seed)
+    bad_step = next(s for s in range(30) if 7 in order.indices(s).tolist())  # 0-based step with index 7
+    seen = {}
+
+    def spy(model, batch):  # the weights right before the bad step's forward pass
+        if 7 in batch.indices.tolist():
+            seen["before"] = {k: v.clone() for k, v in model.state_dict().items()}
+        return loss_fn(model, batch)
+
+    trainer = Trainer(toy_model(), spy, toy_data(), cfg, tmp_path, config={"a": 1})
+    with pytest.raises(NonFiniteError) as e:
+        trainer.run()
+    msg = str(e.value)
+    assert f"non-finite {what} at step {bad_step + 1}" in msg and "7" in msg.split("indices")[1]
+    assert state_equal(seen["before"], trainer.model.state_dict())  # weights untouched
+    latest = ck.latest_checkpoint(tmp_path)
+    assert latest is not None and int(latest.name.split("_")[1]) == bad_step - bad_step % 2
+    assert "intact" in msg and str(latest) in msg
+    ck.load_training_state(latest)  # loads fine
+
+
+def test_lr_schedule_warmup_constant_cosine():
+    c = train_cfg(lr=1.0, warmup_steps=4, max_steps=14, lr_schedule="constant")
+    assert [lr_at(s, c) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    c = train_cfg(lr=1.0, warmup_steps=4, max_steps=14, lr_schedule="cosine", min_lr_ratio=0.1)
+    assert lr_at(3, c) == 1.0 and math.isclose(lr_at(9, c), 0.55) and math.isclose(lr_at(14, c), 0.1)
+
+
+def test_ema_follows_the_formula():
+    m = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        m.weight.fill_(0.0)
+    ema = EMA(m, decay=0.9, warmup=True)
+    expected = 0.0
+    for step in range(1, 6):
+        with torch.no_grad():
+            m.weight.fill_(float(step))
+        d = ema.update(m, step)
+        assert d == ema_decay_at(step, 0.9, True) == min(0.9, (1 + step) / (10 + step))
+        expected = d * expected + (1 - d) * step
+        assert torch.allclose(ema.module.weight, torch.full((1, 2), expected))
+
+
+def test_data_order_is_a_seeded_permutation_sharded_by_rank():
+    single = DataOrder(20, 8, seed=5)
+    ranks = [DataOrder(20, 8, seed=5, rank=r, world_size=2) for r in range(2)]
+    for k in range(5):
+        assert torch.equal(torch.cat([o.indices(k) for o in ranks]), single.indices(k))
+    epoch0 = torch.cat([single.indices(k) for k in range(2)])
+    assert len(set(epoch0.tolist())) == 16  # no repeats inside an epoch
+    assert not torch.equal(single.permutation(0), single.permutation(1))
+    assert torch.equal(DataOrder(20, 8, seed=5).indices(3), single.indices(3))
+
+
+def test_metrics_curve_and_samples_are_written(tmp_path):
+    cfg = train_cfg(max_steps=4, sample_every=2)
+    calls = []
+
+    def sample_fn(ema_model, step):
+        calls.append(step)
+        return torch.zeros(1, 8, 8)  # a float [C, H, W] image in [-1, 1]
+
+    Trainer(toy_model(), noisy_loss, toy_data(), cfg, tmp_path, config={}, sample_fn=sample_fn).run()
+    assert calls == [2, 4] and (tmp_path / "samples" / "step_0000004.png").is_file()
+    assert (tmp_path / "loss.png").is_file() and [s for s, _ in metric_losses(tmp_path)] == [1, 2, 3, 4]
+
+
+def test_batch_split_is_checked(tmp_path):
+    with pytest.raises(TrainingError, match="batch_size=8 must be divisible by train.grad_accum"):
+        from ldmkit.training.distributed import DistInfo
+
+        Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(batch_size=8, grad_accum=4), tmp_path, config={},
+                dist=DistInfo(world_size=4))
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    from _training_helpers import plain_loss
+
+    one = Trainer(toy_model(), plain_loss, toy_data(), train_cfg(max_steps=4), tmp_path / "a", config={}, progress=False)
+    one.run()
+    acc = Trainer(toy_model(), plain_loss, toy_data(), train_cfg(max_steps=4, grad_accum=4), tmp_path / "b", config={},
+                  progress=False)
+    acc.run()
+    for k, v in one.model.state_dict().items():
+        assert torch.allclose(v, acc.model.state_dict()[k], atol=1e-6)
+    assert [round(x, 5) for _, x in metric_losses(tmp_path / "a")] == [round(x, 5) for _, x in metric_losses(tmp_path / "b")]
+
+
+def test_bf16_autocast_runs_on_cpu(tmp_path):
+    t = Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=2, bf16=True), tmp_path, config={},
+                progress=False)
+    assert all(math.isfinite(loss) for _, loss in t.run().losses)
+
+
+def test_time_budget_stops_with_a_checkpoint(tmp_path):
+    result = Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=1000, max_minutes=1e-6), tmp_path,
+                     config={}, progress=False).run()
+    assert result.step == 1 and result.checkpoint == tmp_path / "checkpoints" / "step_0000001"
