@@ -144,8 +144,9 @@ def test_ddpm_learned_range_ends_match_fixed(process):
 
 
 def test_zero_terminal_snr_schedule(process):
-    """abar_{T-1} = 0 (Lin et al. 2024): lambda = -inf at the first step. Every sampler stays finite and
-    the deterministic ones reproduce the covariance as well as on the ordinary schedule."""
+    """abar_{T-1} = 0 (Lin et al. 2024): lambda = -inf at the first step. Every sampler stays finite; the
+    deterministic ones get the mean exactly (x_T ~ N(0, I) is then the true prior) and the covariance
+    within their usual 50-step discretisation error."""
     from ldmkit.diffusion.process import GaussianProcess
     from ldmkit.diffusion.schedules import get_betas
 
@@ -153,13 +154,14 @@ def test_zero_terminal_snr_schedule(process):
     assert float(zsnr.alphas_cumprod[-1]) == 0.0
     d = 4
     oracle = gaussian_oracle(zsnr.alphas_cumprod, d, seed=7)
-    for name, grid_name in (("ddim", "trailing"), ("dpmpp_2m", "logsnr")):
+    # measured: whitened covariance error 0.28 (DDIM) and 0.019 (DPM-Solver++), mean error < 1e-15
+    for name, grid_name, tol in (("ddim", "trailing", 0.5), ("dpmpp_2m", "logsnr", 0.05)):
         grid = make_grid(grid_name, 1000, 50, alphas_cumprod=zsnr.alphas_cumprod)
         assert int(grid[0]) == 999
         mean, cov = exact_moments(SAMPLERS[name], oracle, grid, zsnr, d)
         # At SNR 0 the sampler starts from the exact prior, so even the mean is exact up to discretisation.
-        assert float((mean - oracle.mean).abs().max()) < 1e-3, name
-        assert whitened_cov_error(cov, oracle.cov) < 0.3, name
+        assert float((mean - oracle.mean).abs().max()) < 1e-9, name
+        assert whitened_cov_error(cov, oracle.cov) < tol, name
     x = sample_ddpm(oracle, torch.randn(256, d, dtype=torch.float64), make_grid("trailing", 1000, 20), zsnr,
                     generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(x).all()
