@@ -16,11 +16,6 @@ from ldmkit.diffusion.parameterization import eps_from_x0, prediction_from_outpu
 from ldmkit.types import Cond, Prediction
 
 
-def _expand(a: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``[N] -> [N, 1, ..., 1]`` matching ``like``'s rank."""
-    return a.view(-1, *([1] * (like.dim() - 1)))
-
-
 class Denoiser(nn.Module):
     """Network + parameterization: ``denoiser(x_t, t, cond) -> Prediction``.
 
@@ -119,8 +114,8 @@ class ClassifierFreeGuidance(nn.Module):
         self.null_class = getattr(denoiser, "null_class", None) if null_class is None else null_class
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond | None = None) -> Prediction:
-        if cond is None or (cond.class_labels is None and cond.context is None):
-            return self.denoiser(x_t, t, cond)  # nothing to guide on
+        if cond is None or (cond.class_labels is None and cond.context is None) or self.guidance_scale == 1.0:
+            return self.denoiser(x_t, t, cond)  # nothing to guide on, or purely conditional
         n = x_t.shape[0]
         if t.dim() == 0:
             t = t.expand(n)
