@@ -1,0 +1,56 @@
+"""``ldmkit demo``: generate a grid of Fashion-MNIST images with the pretrained model shipped in the package."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo_ddpm_fmnist"
+
+
+def add_parser(sub, formatter_class):
+    p = sub.add_parser(
+        "demo", help="generate images with the shipped pretrained model (no training, no download)",
+        formatter_class=formatter_class,
+        description="Samples a grid from the small DDPM (Ho et al. 2020 settings) that ships inside ldmkit, "
+                    "trained on Fashion-MNIST on a 2-core CPU. See docs/benchmarks.md for how it was trained.")
+    p.add_argument("--out", default="outputs/demo.png", help="where to write the grid PNG")
+    p.add_argument("--model", default=str(DEMO_MODEL), help="checkpoint folder to sample from")
+    p.add_argument("-n", "--num", type=int, default=36, help="number of images")
+    p.add_argument("--sampler", default="ddim", help="ddpm, ddim or dpmpp_2m")
+    p.add_argument("--steps", type=int, default=25, help="denoising steps")
+    p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import math
+
+    from tqdm.auto import tqdm
+
+    from ldmkit import pipelines
+    from ldmkit.images import make_grid, save_png
+
+    model_dir = Path(args.model)
+    if not (model_dir / "config.json").is_file():
+        print(f"error: {model_dir}: no pretrained model here (expected config.json + ema.safetensors). "
+              "Reinstall ldmkit, or train one with 'ldmkit train configs/ddpm_fmnist.yaml --out runs/ddpm' "
+              "and pass --model runs/ddpm.", file=sys.stderr)
+        return 1
+    if args.num < 1:
+        print(f"error: -n must be at least 1, got {args.num}", file=sys.stderr)
+        return 2
+    loaded = pipelines.load_model(model_dir)
+    print(f"ldmkit demo: sampling {args.num} images from the shipped model {model_dir.name} "
+          f"(trained {loaded.step} steps; {args.sampler}, {args.steps} steps, seed {args.seed})")
+    start = time.perf_counter()
+    with tqdm(total=args.num, unit="img", desc=f"sampling ({args.sampler})") as bar:
+        images = pipelines.generate(loaded.denoiser, loaded.process, loaded.config, n=args.num, space=loaded.space,
+                                    sampler=args.sampler, steps=args.steps, seed=args.seed, progress=bar.update)
+    seconds = time.perf_counter() - start
+    grid = make_grid(images, nrow=math.ceil(math.sqrt(args.num)))
+    out = save_png(args.out, grid, {"ldmkit": "demo", "model": model_dir.name, "step": loaded.step,
+                                    "sampler": args.sampler, "steps": args.steps, "seed": args.seed, "n": args.num})
+    print(f"wrote {out.resolve()} ({args.num} images in {seconds:.1f} s)")
+    return 0
