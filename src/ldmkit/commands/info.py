@@ -31,7 +31,8 @@ def run(args) -> int:
     print(f"checkpoint: {ckpt}")
     print(f"format version: {meta['format_version']} (ldmkit {meta.get('ldmkit_version', '?')})")
     print(f"step: {meta['step']} of {cfg.train.max_steps}; images seen: {train.get('images_seen', '?')}; "
-          f"epoch {train.get('epoch', '?')}; training time {train.get('elapsed_s', 0.0):.0f} s")
+          f"data position: epoch {train.get('epoch', '?')}, batch {train.get('batch_in_epoch', '?')} (0-based); "
+          f"training time {train.get('elapsed_s', 0.0):.0f} s")
     print(f"parameters: {params:,} ({params / 1e6:.2f}M); folder size {size / 2**20:.1f} MiB; "
           f"EMA weights: {'yes' if (ckpt / 'ema.safetensors').is_file() else 'no'}")
     others = [p.name for p in ckpt_io.list_checkpoints(ckpt.parent.parent)] if ckpt.parent.name == "checkpoints" else []

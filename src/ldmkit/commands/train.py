@@ -29,7 +29,7 @@ def run(args) -> int:
 
     from ldmkit import pipelines
     from ldmkit.config import ConfigError, dump_yaml, load_config
-    from ldmkit.training import CheckpointError, Trainer, TrainingError
+    from ldmkit.training import CheckpointError, Trainer, TrainingError, latest_checkpoint
     from ldmkit.training.distributed import init_distributed, shutdown
 
     try:
@@ -40,6 +40,11 @@ def run(args) -> int:
     if cfg.first_stage is not None:  # stored absolute, so sampling works from any directory
         cfg.first_stage = str(Path(cfg.first_stage).resolve())
     out = Path(args.out or Path("runs") / Path(args.config).stem)
+    latest = latest_checkpoint(out)
+    if latest is not None and not args.resume:  # before touching anything in the folder
+        print(f"error: {out} already holds checkpoint {latest.name}; pass --resume to continue that run, or "
+              "choose another --out", file=sys.stderr)
+        return 1
     info = init_distributed(cfg.train.device)
     try:
         torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank

@@ -110,6 +110,7 @@ def write_json(path: Path, obj: Any) -> None:
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Save tensors to a safetensors file (contiguous CPU copies; shared storage is fine)."""
     save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, str(path))
+    os.chmod(path, 0o644)  # safetensors creates files owner-only; checkpoints are meant to be shared
     _fsync_file(path)
 
 

@@ -93,7 +93,8 @@ class Trainer:
                  dist: DistInfo | None = None, progress: bool = True,
                  model_sections: tuple[str, ...] = MODEL_SECTIONS):
         self.dist = dist or DistInfo()
-        self.cfg, self.loss_fn, self.config = cfg, loss_fn, config
+        self.cfg, self.loss_fn = cfg, loss_fn
+        self.config = json.loads(json.dumps(config))  # as stored (tuples -> lists), for resume comparisons
         self.data = as_batch_source(data)
         self.out_dir = Path(out_dir)
         self.sample_fn, self.progress, self.model_sections = sample_fn, progress, model_sections
