@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `ldmkit info RUN | head`: the reader went away, not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ from ldmkit.diffusion.process import GaussianProcess
 from ldmkit.diffusion.schedules import get_betas
 from ldmkit.latent import PixelSpace, latent_space_for
 from ldmkit.networks import UNet
-from ldmkit.samplers import SAMPLERS, make_generators, randn, uniform_grid
+from ldmkit.samplers import DEFAULT_GRID, SAMPLERS, make_generators, randn
+from ldmkit.samplers.grids import make_grid as make_timestep_grid
 from ldmkit.training.data_order import DatasetData, TensorData
 from ldmkit.types import Batch, Cond
 
@@ -146,7 +147,9 @@ def generate(denoiser: torch.nn.Module, process: GaussianProcess, cfg: Config, *
     space = space or PixelSpace()
     sample = lookup(SAMPLERS, sampler, "sampler")
     options = sampler_options(cfg, sampler, eta)
-    grid = uniform_grid(process.num_timesteps, steps or process.num_timesteps)
+    # DPM-Solver++ is accurate on a grid uniform in log-SNR, not in t (see benchmarks/sampler_accuracy.py)
+    grid = make_timestep_grid(DEFAULT_GRID[sampler], process.num_timesteps, steps or process.num_timesteps,
+                              alphas_cumprod=process.alphas_cumprod)
     model = denoiser if guidance_scale == 1.0 else ClassifierFreeGuidance(denoiser, guidance_scale)
     device = next(denoiser.parameters()).device
     shape = sample_shape(cfg, space)
