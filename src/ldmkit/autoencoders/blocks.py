@@ -154,3 +154,21 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.levels(self.mid(self.conv_in(z)))
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class AutoencoderBase(nn.Module):
+    """What every first stage exposes besides encode/decode; subclasses set ``config`` and ``decoder``."""
+
+    @property
+    def factor(self) -> int:
+        """Spatial downsampling factor f."""
+        return self.config.factor
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.z_channels
+
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """The decoder's output convolution weight (where the adaptive GAN weight is measured)."""
+        return self.decoder.conv_out.weight

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ldmkit.autoencoders.blocks import Decoder, Encoder
+from ldmkit.autoencoders.blocks import AutoencoderBase, Decoder, Encoder
 from ldmkit.autoencoders.config import ModelConfig
 from ldmkit.autoencoders.distributions import DiagonalGaussian
 
 
-class AutoencoderKL(nn.Module):
+class AutoencoderKL(AutoencoderBase):
     """Encoder -> diagonal Gaussian posterior q(z|x) -> decoder.
 
     The encoder emits ``2 * z_channels`` channels (mean and log-variance), a 1x1 convolution maps them
@@ -27,19 +27,6 @@ class AutoencoderKL(nn.Module):
                                cfg.mid_attention, cfg.dropout)
         self.quant_conv = nn.Conv2d(2 * cfg.z_channels, 2 * cfg.z_channels, 1)
         self.post_quant_conv = nn.Conv2d(cfg.z_channels, cfg.z_channels, 1)
-
-    @property
-    def factor(self) -> int:
-        return self.config.factor
-
-    @property
-    def latent_channels(self) -> int:
-        return self.config.z_channels
-
-    @property
-    def last_layer(self) -> torch.Tensor:
-        """The decoder's output convolution weight (where the adaptive GAN weight is measured)."""
-        return self.decoder.conv_out.weight
 
     def encode(self, x: torch.Tensor) -> DiagonalGaussian:
         """Image ``[N, C, H, W]`` -> posterior over ``[N, z_channels, H/f, W/f]``."""

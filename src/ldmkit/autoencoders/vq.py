@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ldmkit.autoencoders.blocks import Decoder, Encoder
+from ldmkit.autoencoders.blocks import AutoencoderBase, Decoder, Encoder
 from ldmkit.autoencoders.config import ModelConfig
 
 
@@ -154,7 +154,7 @@ class VectorQuantizer(nn.Module):
         return int(dead.numel())
 
 
-class VQAutoencoder(nn.Module):
+class VQAutoencoder(AutoencoderBase):
     """Encoder -> 1x1 conv -> vector quantiser -> 1x1 conv -> decoder.
 
     For latent diffusion the latent is the *pre-quantisation* encoder output (``encode``), and ``decode``
@@ -175,19 +175,6 @@ class VQAutoencoder(nn.Module):
         v = cfg.vq
         self.quantizer = VectorQuantizer(v.num_codes, cfg.z_channels, v.beta, v.ema, v.decay, v.restart_dead,
                                          v.dead_threshold, v.usage_decay)
-
-    @property
-    def factor(self) -> int:
-        return self.config.factor
-
-    @property
-    def latent_channels(self) -> int:
-        return self.config.z_channels
-
-    @property
-    def last_layer(self) -> torch.Tensor:
-        """The decoder's output convolution weight (where the adaptive GAN weight is measured)."""
-        return self.decoder.conv_out.weight
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Image ``[N, C, H, W]`` -> pre-quantisation latent ``[N, D, H/f, W/f]``."""
