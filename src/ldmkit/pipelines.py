@@ -48,8 +48,18 @@ def image_shape(cfg: Config) -> tuple[int, int, int]:
 
 
 def build_space(cfg: Config, device: torch.device | str = "cpu"):
-    """Where diffusion runs: ``PixelSpace()`` or the first stage's latent space (``first_stage: DIR``)."""
-    return latent_space_for(cfg.first_stage, device)
+    """Where diffusion runs: ``PixelSpace()`` or the first stage's latent space (``first_stage: DIR``).
+
+    Raises:
+        ValueError: when ``unet.in_channels`` differs from the channels of that space.
+    """
+    space = latent_space_for(cfg.first_stage, device)
+    channels = space.latent_shape(image_shape(cfg))[0]
+    if cfg.unet.in_channels != channels:
+        where = f"the first stage {cfg.first_stage} has {channels} latent channels" if cfg.first_stage else \
+            f"the images of data.name={cfg.data.name!r} have {channels} channels"
+        raise ValueError(f"unet.in_channels={cfg.unet.in_channels} but {where}; set --unet.in_channels={channels}")
+    return space
 
 
 def sample_shape(cfg: Config, space) -> tuple[int, int, int]:
