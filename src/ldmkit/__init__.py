@@ -6,6 +6,6 @@ benchmark peers) are imported lazily by the code that needs them.
 
 __version__ = "0.1.0"
 
-from ldmkit.types import Batch, Cond, Prediction  # noqa: E402
+from ldmkit.types import Batch, Cond, Prediction
 
 __all__ = ["Batch", "Cond", "Prediction", "__version__"]

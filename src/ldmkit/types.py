@@ -46,23 +46,23 @@ class Cond:
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in fields(self))
 
-    def map(self, fn) -> "Cond":
+    def map(self, fn) -> Cond:
         """Apply ``fn`` to every tensor field that is set."""
         return replace(self, **{f.name: fn(v) for f in fields(self) if (v := getattr(self, f.name)) is not None})
 
-    def to(self, device: torch.device | str) -> "Cond":
+    def to(self, device: torch.device | str) -> Cond:
         return self.map(lambda v: v.to(device))
 
-    def index(self, idx) -> "Cond":
+    def index(self, idx) -> Cond:
         """Select examples along the batch dimension."""
         return self.map(lambda v: v[idx])
 
-    def repeat(self, n: int) -> "Cond":
+    def repeat(self, n: int) -> Cond:
         """Repeat the batch ``n`` times along dim 0 (``[a, b] -> [a, b, a, b]``)."""
         return self.map(lambda v: v.repeat(n, *([1] * (v.dim() - 1))))
 
     @staticmethod
-    def cat(conds: list["Cond"]) -> "Cond":
+    def cat(conds: list[Cond]) -> Cond:
         """Concatenate conditions along the batch dimension; a field must be set in all or none."""
         out = {}
         for f in fields(Cond):
