@@ -171,6 +171,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     first_stage: str | None = None
+    # The first stage's scale_factor when this model was trained (set by `ldmkit train`); a later
+    # `ae-stats` on that autoencoder must not silently change how the model's latents decode.
+    first_stage_scale_factor: float | None = None
 
     def __post_init__(self):
         if self.unet.learn_variance and not self.diffusion.learn_variance:
@@ -179,7 +182,7 @@ class Config:
 
 
 # Sections that define the model: a resumed run must not change them.
-MODEL_SECTIONS = ("unet", "diffusion", "first_stage", "data.name", "data.pad_to", "data.image_size",
+MODEL_SECTIONS = ("unet", "diffusion", "first_stage", "first_stage_scale_factor", "data.name", "data.pad_to", "data.image_size",
                   "data.channels")
 
 

@@ -59,6 +59,11 @@ def build_space(cfg: Config, device: torch.device | str = "cpu"):
         where = f"the first stage {cfg.first_stage} has {channels} latent channels" if cfg.first_stage else \
             f"the images of data.name={cfg.data.name!r} have {channels} channels"
         raise ValueError(f"unet.in_channels={cfg.unet.in_channels} but {where}; set --unet.in_channels={channels}")
+    trained_scale = cfg.first_stage_scale_factor
+    if trained_scale is not None and trained_scale != space.scale_factor:
+        raise ValueError(f"first stage {cfg.first_stage} now has scale_factor {space.scale_factor!r}, but this "
+                         f"model was trained with {trained_scale!r} (was ae-stats run again?); restore that value "
+                         "in the autoencoder's config.json or retrain the diffusion model")
     return space
 
 

@@ -1,5 +1,6 @@
 """An LDM trains and samples end to end on a tiny config: train-ae -> ae-stats -> train -> sample."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -29,3 +30,23 @@ def test_ldm_trains_and_samples_through_the_cli(tmp_path, capsys):
     assert main(["sample", str(ldm_dir), "-n", "3", "--steps", "4", "--npz", str(out)]) == 0
     images = np.load(out)["images"]
     assert images.shape == (3, 32, 32, 1) and images.dtype == np.uint8  # decoded back to pixel space
+
+
+    # re-measuring the first stage later must not silently change how this LDM decodes
+    ae_config = max(ae_dir.rglob("config.json"))
+    meta = json.loads(ae_config.read_text())
+
+    def bump(d):
+        for k, v in d.items():
+            if k == "scale_factor" and isinstance(v, float):
+                d[k] = v * 2
+                return True
+            if isinstance(v, dict) and bump(v):
+                return True
+        return False
+
+    assert bump(meta)
+    ae_config.write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert main(["sample", str(ldm_dir), "-n", "1", "--steps", "2", "--npz", str(out)]) != 0
+    assert "was trained with" in capsys.readouterr().err

@@ -49,6 +49,8 @@ def run(args) -> int:
     try:
         torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
         space = pipelines.build_space(cfg, info.device)
+        if cfg.first_stage is not None and cfg.first_stage_scale_factor is None:
+            cfg.first_stage_scale_factor = space.scale_factor  # recorded in the checkpoint, checked on load
         process = pipelines.build_process(cfg)
         model = pipelines.build_denoiser(cfg, process)
         trainer = Trainer(model, pipelines.make_loss_fn(cfg, process, space), pipelines.build_data(cfg),
