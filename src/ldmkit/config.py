@@ -22,124 +22,15 @@ from typing import Any, Literal
 import yaml
 
 from ldmkit.data import DataConfig
-from ldmkit.diffusion import SCHEDULES, TIMESTEP_SAMPLERS, LossType, PredictionType, VarianceType
+from ldmkit.diffusion.config import DiffusionConfig
 from ldmkit.networks.unet import UNET_PRESETS, UNetConfig
+from ldmkit.registry import ConfigError, lookup
+from ldmkit.training.config import TrainConfig
 
-LRSchedule = Literal["constant", "cosine"]
 SamplerName = Literal["ddpm", "ddim", "dpmpp_2m"]
 
 
-class ConfigError(ValueError):
-    """An unknown key, a wrong type or a disallowed value; the message names key, value and what is allowed."""
-
-
 # ------------------------------------------------------------------------------------------- sections
-@dataclass
-class DiffusionConfig:
-    """The forward process and the training objective (Ho et al. 2020; Nichol & Dhariwal 2021).
-
-    Attributes:
-        schedule: a name in ``ldmkit.diffusion.SCHEDULES`` (``linear``: Ho et al.; ``cosine``: Nichol &
-            Dhariwal Eq. 17).
-        num_timesteps: T.
-        prediction_type: what the network outputs (``eps``, ``x0`` or ``v``).
-        variance_type: ``fixed_small`` (beta-tilde), ``fixed_large`` (beta), ``learned`` (log-variance) or
-            ``learned_range`` (interpolation v, Nichol & Dhariwal Eq. 15).
-        loss_type: ``simple`` (L_simple), ``vlb`` (L_vlb) or ``hybrid`` (L_simple + lambda L_vlb).
-        vlb_weight: lambda of L_hybrid (Nichol & Dhariwal use 0.001).
-        min_snr_gamma: weight the MSE by min-SNR-gamma (Hang et al. 2023); ``None`` = off.
-        timestep_sampler: ``uniform`` or ``loss_second_moment`` (importance sampling, N&D Eq. 18).
-        cond_drop_prob: probability of replacing an example's condition by the null condition during
-            training (classifier-free guidance, Ho & Salimans 2022); 0 for unconditional models.
-    """
-
-    schedule: str = "linear"
-    num_timesteps: int = 1000
-    prediction_type: PredictionType = "eps"
-    variance_type: VarianceType = "fixed_large"
-    loss_type: LossType = "simple"
-    vlb_weight: float = 0.001
-    min_snr_gamma: float | None = None
-    timestep_sampler: str = "uniform"
-    cond_drop_prob: float = 0.0
-
-    def __post_init__(self):
-        lookup(SCHEDULES, self.schedule, "diffusion.schedule")
-        lookup(TIMESTEP_SAMPLERS, self.timestep_sampler, "diffusion.timestep_sampler")
-        if self.num_timesteps < 1:
-            raise ValueError(f"num_timesteps={self.num_timesteps} must be >= 1")
-        if not 0.0 <= self.cond_drop_prob <= 1.0:
-            raise ValueError(f"cond_drop_prob={self.cond_drop_prob} must be in [0, 1]")
-        learned = self.learn_variance
-        if (self.loss_type == "simple" and learned) or (self.loss_type == "hybrid" and not learned):
-            raise ValueError(f"loss_type={self.loss_type!r} does not fit variance_type={self.variance_type!r}: "
-                             "'simple' goes with fixed_small/fixed_large, 'hybrid' with learned/learned_range")
-
-    @property
-    def learn_variance(self) -> bool:
-        return self.variance_type in ("learned", "learned_range")
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation and bookkeeping of the training loop.
-
-    Attributes:
-        lr: peak AdamW learning rate, reached after ``warmup_steps`` of linear warm-up.
-        lr_schedule: after warm-up, ``constant`` or ``cosine`` decay to ``min_lr_ratio * lr`` at ``max_steps``.
-        batch_size: the global batch per optimizer step (split over processes and accumulation steps).
-        grad_accum: micro-batches accumulated per optimizer step.
-        grad_clip: maximum global gradient norm (0 disables clipping).
-        ema_decay, ema_warmup: EMA of the weights; warm-up uses ``min(decay, (1+n)/(10+n))``.
-        log_every, sample_every, checkpoint_every: periods in optimizer steps (0 disables sampling).
-        max_minutes: optional wall-clock budget of this invocation: when it is spent the loop writes a
-            checkpoint and stops early (``--resume`` continues); ``None`` = run to ``max_steps``.
-        keep_last: how many checkpoints to keep (at least 1).
-        bf16: autocast the forward pass to bfloat16 (off by default; fp32 on CPU).
-        compile: wrap the model in ``torch.compile``.
-        device: ``auto`` (accelerator if present, else CPU) or a torch device string.
-    """
-
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 500
-    lr_schedule: LRSchedule = "constant"
-    min_lr_ratio: float = 0.0
-    batch_size: int = 64
-    grad_accum: int = 1
-    grad_clip: float = 1.0
-    ema_decay: float = 0.9999
-    ema_warmup: bool = True
-    max_steps: int = 10000
-    max_minutes: float | None = None
-    log_every: int = 50
-    sample_every: int = 1000
-    checkpoint_every: int = 1000
-    keep_last: int = 3
-    seed: int = 0
-    bf16: bool = False
-    compile: bool = False
-    device: str = "auto"
-
-    def __post_init__(self):
-        bad = [f"{k}={getattr(self, k)} must be positive" for k in
-               ("lr", "batch_size", "grad_accum", "max_steps", "log_every", "checkpoint_every", "keep_last")
-               if getattr(self, k) <= 0]
-        bad += [f"{k}={getattr(self, k)} must be >= 0" for k in
-                ("weight_decay", "warmup_steps", "grad_clip", "sample_every", "seed") if getattr(self, k) < 0]
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            bad.append(f"max_minutes={self.max_minutes} must be positive (or null)")
-        if not 0.0 <= self.ema_decay < 1.0:
-            bad.append(f"ema_decay={self.ema_decay} must be in [0, 1)")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            bad.append(f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
-        if self.batch_size > 0 and self.grad_accum > 0 and self.batch_size % self.grad_accum:
-            bad.append(f"batch_size={self.batch_size} must be divisible by grad_accum={self.grad_accum}")
-        if bad:
-            raise ValueError("; ".join(bad))
-
-
 @dataclass
 class SampleConfig:
     """Sampling defaults of ``ldmkit sample`` and of the grids drawn during training.
@@ -184,16 +75,6 @@ class Config:
 # Sections that define the model: a resumed run must not change them.
 MODEL_SECTIONS = ("unet", "diffusion", "first_stage", "first_stage_scale_factor", "data.name", "data.pad_to", "data.image_size",
                   "data.channels")
-
-
-# ------------------------------------------------------------------------------------------ registries
-def lookup(registry: dict[str, Any], name: str, what: str) -> Any:
-    """``registry[name]``, or a :class:`ConfigError` listing the valid names (and the closest one)."""
-    if name in registry:
-        return registry[name]
-    close = difflib.get_close_matches(str(name), list(registry), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(f"unknown {what} {name!r}; valid: {', '.join(sorted(registry))}{hint}")
 
 
 # -------------------------------------------------------------------------------------- strict parsing

@@ -18,6 +18,7 @@ from _training_helpers import (
 )
 
 from ldmkit import pipelines
+from ldmkit.config import MODEL_SECTIONS
 from ldmkit.training import NonFiniteError, Trainer, TrainingError, lr_at
 from ldmkit.training import checkpoint as ck
 from ldmkit.training.data_order import DataOrder
@@ -30,7 +31,7 @@ def _diffusion_trainer(out, cfg, **kw):
     model = pipelines.build_denoiser(cfg, process)
     space = pipelines.build_space(cfg)
     return Trainer(model, pipelines.make_loss_fn(cfg, process, space), toy_data(40), cfg.train, out,
-                   config=config_json(cfg), progress=False, **kw)
+                   config=config_json(cfg), progress=False, model_sections=MODEL_SECTIONS, **kw)
 
 
 @pytest.mark.parametrize("variance", ["fixed_large", "learned_range"])

@@ -28,7 +28,7 @@ def run(args) -> int:
     import torch
 
     from ldmkit import pipelines
-    from ldmkit.config import ConfigError, dump_yaml, load_config
+    from ldmkit.config import MODEL_SECTIONS, ConfigError, dump_yaml, load_config
     from ldmkit.training import CheckpointError, Trainer, TrainingError, latest_checkpoint
     from ldmkit.training.distributed import init_distributed, shutdown
 
@@ -56,7 +56,7 @@ def run(args) -> int:
         trainer = Trainer(model, pipelines.make_loss_fn(cfg, process, space), pipelines.build_data(cfg),
                           cfg.train, out, config=pipelines.config_dict(cfg),
                           sample_fn=pipelines.make_grid_fn(cfg, process, space), dist=info,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, model_sections=MODEL_SECTIONS)
         if info.is_main:
             out.mkdir(parents=True, exist_ok=True)
             (out / "config.yaml").write_text(dump_yaml(cfg))

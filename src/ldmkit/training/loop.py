@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from ldmkit.config import MODEL_SECTIONS, TrainConfig
 from ldmkit.training import checkpoint as ckpt_io
+from ldmkit.training.config import TrainConfig
 from ldmkit.training.data_order import DataOrder, as_batch_source, mix_seed
 from ldmkit.training.distributed import DistInfo, all_reduce_mean, any_rank, barrier, wrap_model
 from ldmkit.training.ema import EMA
@@ -91,7 +91,7 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, loss_fn: LossFn, data: Any, cfg: TrainConfig,
                  out_dir: str | Path, *, config: dict, sample_fn: SampleFn | None = None,
                  dist: DistInfo | None = None, progress: bool = True,
-                 model_sections: tuple[str, ...] = MODEL_SECTIONS):
+                 model_sections: tuple[str, ...] = ()):
         self.dist = dist or DistInfo()
         self.cfg, self.loss_fn = cfg, loss_fn
         self.config = json.loads(json.dumps(config))  # as stored (tuples -> lists), for resume comparisons
