@@ -62,22 +62,22 @@ def reconstruct(ae, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor
 def run_one(kind: str, f: int, args) -> dict:
     from ldmkit.autoencoders.checkpoint import load_autoencoder, write_scale_factor
     from ldmkit.autoencoders.config import load_config
-    from ldmkit.autoencoders.train import load_images, train_autoencoder
     from ldmkit.latent import measure_scale_factor
     from ldmkit.metrics.reconstruction import psnr, rfid, ssim
+    from ldmkit.pipelines import autoencoder_images, train_autoencoder
 
     cfg = load_config(ROOT / "configs" / f"ae_{kind}_f4_fmnist.yaml", overrides_for(f, args))
     run_dir = Path(args.out) / f"{kind}_f{f}"
-    train_images = load_images(cfg)
+    train_images = autoencoder_images(cfg)
     t0 = time.perf_counter()
-    ckpt = train_autoencoder(cfg, run_dir, images=train_images, resume=run_dir.exists())
+    ckpt = train_autoencoder(cfg, run_dir, images=train_images, resume=run_dir.exists()).checkpoint
     train_s = time.perf_counter() - t0
     ae, _ = load_autoencoder(ckpt)
     g = torch.Generator().manual_seed(0)
     sample = train_images[torch.randperm(len(train_images), generator=g)[:5000]]
     scale, stats = measure_scale_factor(ae, sample, "sample", generator=g)
     write_scale_factor(ckpt, scale, {**stats, "split": "train", "seed": 0})
-    test = load_images(cfg, split="test", limit=args.num_test)
+    test = autoencoder_images(cfg, split="test", limit=args.num_test)
     t1 = time.perf_counter()
     recon = reconstruct(ae, test)
     recon_s = time.perf_counter() - t1

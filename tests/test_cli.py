@@ -49,13 +49,13 @@ def test_train_writes_a_run(run_dir):
 
 def test_train_errors(run_dir, capsys):
     cfg = str(run_dir / "tiny.yaml")
-    assert main(["train", cfg, "--out", str(run_dir / "run"), "--no-progress"]) == 1
+    assert main(["train", cfg, "--out", str(run_dir / "run"), "--no-progress"]) == 2  # usage: pick --out/--resume
     assert "pass --resume" in capsys.readouterr().err
     assert main(["train", cfg, "--out", str(run_dir / "x"), "--train.lrr=1"]) == 2
     err = capsys.readouterr().err
     assert "tiny.yaml: train.lrr: unknown key (did you mean 'lr'?)" in err
     assert main(["train", cfg, "--out", str(run_dir / "run"), "--resume", "--unet.model_channels=16",
-                 "--no-progress"]) == 1
+                 "--no-progress"]) == 2
     assert "the model config changed (unet.model_channels: 8 -> 16)" in capsys.readouterr().err
 
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,17 +20,19 @@ from typing import Any
 
 import torch
 
-from ldmkit.config import Config, config_from_data, lookup, to_dict
+from ldmkit.config import MODEL_SECTIONS, Config, config_from_data, lookup, to_dict
 from ldmkit.data import DataConfig, build_dataset, collate
 from ldmkit.denoiser import ClassifierFreeGuidance, Denoiser
+from ldmkit.diffusion.config import DiffusionConfig
 from ldmkit.diffusion.process import GaussianProcess
 from ldmkit.diffusion.schedules import get_betas
 from ldmkit.latent import PixelSpace, latent_space_for
 from ldmkit.networks import UNet
-from ldmkit.samplers import DEFAULT_GRID, SAMPLERS, make_generators, randn
-from ldmkit.samplers.grids import make_grid as make_timestep_grid
+from ldmkit.samplers import SAMPLERS, make_generators, make_timestep_grid, randn
 from ldmkit.training.data_order import DatasetData, TensorData
 from ldmkit.types import Batch, Cond
+
+log = logging.getLogger(__name__)
 
 # Image shape (channels, size) of each dataset before any first stage; "folder" needs data.image_size.
 IMAGE_SHAPES: dict[str, Callable[[DataConfig], tuple[int, int]]] = {
@@ -93,8 +96,12 @@ def build_data(cfg: Config):
 
 
 def make_cond(cfg: Config, batch: Batch) -> Cond | None:
-    """The condition a batch gives the denoiser (class labels for a class-conditional U-Net)."""
-    if cfg.unet.num_classes is None:
+    """The condition a batch gives the denoiser of ``cfg`` (class labels for a class-conditional U-Net)."""
+    return batch_cond(batch, cfg.unet.num_classes)
+
+
+def batch_cond(batch: Batch, num_classes: int | None) -> Cond | None:
+    if num_classes is None:
         return None
     if batch.labels is None:
         raise ValueError("unet.num_classes is set but the data has no labels")
@@ -104,26 +111,37 @@ def make_cond(cfg: Config, batch: Batch) -> Cond | None:
 class DiffusionLoss:
     """``loss_fn(model, batch) -> (loss, logs)``: encode, draw t and eps, per-example losses, batch mean.
 
+    Args:
+        process: the forward process; space: where diffusion runs (pixels or a first stage's latents).
+        diffusion: the ``diffusion`` section (objective, variance, timestep sampler, condition dropout).
+        num_classes: classes of a class-conditional denoiser (``None``: unconditional).
+
     Its ``state_dict`` (the timestep sampler's loss history, if any) goes into checkpoints for exact resume.
     """
 
-    def __init__(self, cfg: Config, process: GaussianProcess, space):
+    def __init__(self, process: GaussianProcess, space, diffusion: DiffusionConfig, *, num_classes: int | None = None):
         from ldmkit.diffusion import create_timestep_sampler
 
-        self.cfg, self.process, self.space = cfg, process, space
-        self.timesteps = create_timestep_sampler(cfg.diffusion.timestep_sampler, process.num_timesteps)
+        if diffusion.cond_drop_prob > 0 and num_classes is None:
+            raise ValueError(f"diffusion.cond_drop_prob={diffusion.cond_drop_prob} needs a conditional model "
+                             "(unet.num_classes is not set)")
+        if diffusion.num_timesteps != process.num_timesteps:
+            raise ValueError(f"diffusion.num_timesteps={diffusion.num_timesteps} but the process has "
+                             f"{process.num_timesteps} steps")
+        self.process, self.space, self.diffusion, self.num_classes = process, space, diffusion, num_classes
+        self.timesteps = create_timestep_sampler(diffusion.timestep_sampler, process.num_timesteps)
 
     def __call__(self, model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
         from ldmkit.conditioning.class_label import drop_condition
         from ldmkit.diffusion import training_losses
 
-        d = self.cfg.diffusion
+        d = self.diffusion
         with torch.no_grad():
             x0 = self.space.encode(batch.images)
         t, weights = self.timesteps.sample(x0.shape[0], device=x0.device)
-        cond = make_cond(self.cfg, batch)
+        cond = batch_cond(batch, self.num_classes)
         if cond is not None and d.cond_drop_prob > 0:
-            cond = drop_condition(cond, d.cond_drop_prob, self.cfg.unet.num_classes)
+            cond = drop_condition(cond, d.cond_drop_prob, self.num_classes)
         terms = training_losses(model, self.process, x0, t, cond=cond, loss_type=d.loss_type,
                                 variance_type=d.variance_type, prediction_type=d.prediction_type,
                                 vlb_weight=d.vlb_weight, min_snr_gamma=d.min_snr_gamma)
@@ -139,18 +157,17 @@ class DiffusionLoss:
 
 
 def make_loss_fn(cfg: Config, process: GaussianProcess, space) -> DiffusionLoss:
-    return DiffusionLoss(cfg, process, space)
+    """The training loss of the run config ``cfg``."""
+    return DiffusionLoss(process, space, cfg.diffusion, num_classes=cfg.unet.num_classes)
 
 
 def sampler_options(cfg: Config, sampler: str, eta: float) -> dict[str, Any]:
-    """Options of each sampler that follow from the model (variance type, clipping in pixel space)."""
-    clip = cfg.first_stage is None
-    options: dict[str, dict[str, Any]] = {
-        "ddpm": {"variance_type": cfg.diffusion.variance_type, "clip_denoised": clip},
-        "ddim": {"eta": eta, "clip_denoised": clip},
-        "dpmpp_2m": {"clip_denoised": clip},
-    }
-    return lookup(options, sampler, "sampler")
+    """The options that follow from the model (variance type, clipping in pixel space, eta), restricted
+    to those the sampler takes (its ``SamplerSpec.options``)."""
+    spec = lookup(SAMPLERS, sampler, "sampler")
+    model_options = {"variance_type": cfg.diffusion.variance_type, "clip_denoised": cfg.first_stage is None,
+                     "eta": eta}
+    return {k: v for k, v in model_options.items() if k in spec.options}
 
 
 @torch.no_grad()
@@ -160,10 +177,9 @@ def generate(denoiser: torch.nn.Module, process: GaussianProcess, cfg: Config, *
              progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """``n`` images in [-1, 1] ``[n, C, H, W]``; image ``i`` depends only on ``seed + i`` (and settings)."""
     space = space or PixelSpace()
-    sample = lookup(SAMPLERS, sampler, "sampler")
+    spec = lookup(SAMPLERS, sampler, "sampler")
     options = sampler_options(cfg, sampler, eta)
-    # DPM-Solver++ is accurate on a grid uniform in log-SNR, not in t (see benchmarks/sampler_accuracy.py)
-    grid = make_timestep_grid(DEFAULT_GRID[sampler], process.num_timesteps, steps or process.num_timesteps,
+    grid = make_timestep_grid(spec.grid, process.num_timesteps, steps or process.num_timesteps,
                               alphas_cumprod=process.alphas_cumprod)
     model = denoiser if guidance_scale == 1.0 else ClassifierFreeGuidance(denoiser, guidance_scale)
     device = next(denoiser.parameters()).device
@@ -174,7 +190,7 @@ def generate(denoiser: torch.nn.Module, process: GaussianProcess, cfg: Config, *
         gens = make_generators([seed + i for i in idx], device)
         x_T = randn((len(idx), *shape), gens, device=device)
         cond = None if labels is None else Cond(class_labels=labels[start:start + len(idx)].to(device))
-        z = sample(model, x_T, grid, process, cond=cond, generator=gens, **options)
+        z = spec.fn(model, x_T, grid, process, cond=cond, generator=gens, **options)
         out.append(space.decode(z).clamp(-1, 1).cpu())
         if progress is not None:
             progress(len(idx))
@@ -226,3 +242,109 @@ def load_model(path: str | Path, *, ema: bool = True, device: torch.device | str
 def config_dict(cfg: Config) -> dict:
     """The JSON form stored in checkpoints (round-trips through :func:`ldmkit.config.config_from_data`)."""
     return to_dict(cfg)
+
+
+# ------------------------------------------------------------------------------------------- training
+def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, data=None, progress: bool = True):
+    """Train the diffusion model of ``cfg`` into ``out_dir`` with the one engine (torchrun-aware).
+
+    The first stage's ``scale_factor`` is recorded in the stored config (``first_stage_scale_factor``), so a
+    later ``ae-stats`` cannot silently change how this model's latents decode. Returns a ``TrainResult``.
+    """
+    from ldmkit.training import LossStep, Trainer
+    from ldmkit.training.distributed import init_distributed, shutdown
+
+    info = init_distributed(cfg.train.device)
+    try:
+        torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
+        space = build_space(cfg, info.device)
+        if cfg.first_stage is not None and cfg.first_stage_scale_factor is None:
+            cfg = dataclasses.replace(cfg, first_stage_scale_factor=space.scale_factor)
+        process = build_process(cfg)
+        model = build_denoiser(cfg, process)
+        step = LossStep(model, make_loss_fn(cfg, process, space), cfg.train)
+        trainer = Trainer(step, build_data(cfg) if data is None else data, cfg.train, out_dir,
+                          config=config_dict(cfg), sample_fn=make_grid_fn(cfg, process, space), dist=info,
+                          progress=progress, model_sections=MODEL_SECTIONS)
+        if info.is_main:
+            from ldmkit.config import dump_yaml
+
+            Path(out_dir).mkdir(parents=True, exist_ok=True)
+            (Path(out_dir) / "config.yaml").write_text(dump_yaml(cfg))
+            log.info("training %.2fM parameters, %d steps of batch %d on %s x %d -> %s",
+                     sum(p.numel() for p in model.parameters()) / 1e6, cfg.train.max_steps,
+                     cfg.train.batch_size, info.device, info.world_size, out_dir)
+        return trainer.run(resume=resume)
+    finally:
+        shutdown(info)
+
+
+AE_MODEL_SECTIONS = ("model", "data.pad_to")  # what a resumed autoencoder run may not change
+
+
+def autoencoder_images(cfg, split: str | None = None, limit: int | None = None) -> torch.Tensor:
+    """Images ``[N, C, S, S]`` in [-1, 1] of an autoencoder run config's dataset (``split`` overrides
+    ``data.split``; the first ``limit`` only, default ``train.limit``)."""
+    data_cfg = dataclasses.replace(cfg.data, split=split) if split else cfg.data
+    ds = build_dataset(data_cfg)
+    limit = cfg.train.limit if limit is None else limit
+    n = len(ds) if limit is None else min(limit, len(ds))
+    base = getattr(ds, "dataset", ds)
+    if hasattr(base, "images_uint8"):  # Fashion-MNIST: convert only the images used
+        return base.images_uint8[:n, None].float().div(127.5).sub(1.0)
+    if hasattr(base, "tensors"):
+        return base.tensors()[0][:n]
+    return torch.stack([ds[i]["image"] for i in range(n)])
+
+
+def train_autoencoder(cfg, out_dir: str | Path, *, resume: bool = False, images: torch.Tensor | None = None,
+                      progress: bool = True):
+    """Train a first-stage autoencoder (``AutoencoderRunConfig``) with the one engine: the GAN train step.
+
+    Args:
+        images: training images ``[N, C, S, S]`` in [-1, 1] (default: the config's dataset).
+    Returns a ``TrainResult``; checkpoints hold ``model.safetensors`` (the autoencoder alone) and a
+    ``config.json`` of kind ``autoencoder`` whose ``scale_factor`` stays null until ``ldmkit ae-stats``.
+    """
+    from ldmkit.autoencoders import build_autoencoder
+    from ldmkit.autoencoders.checkpoint import checkpoint_meta
+    from ldmkit.autoencoders.losses import NLayerDiscriminator, discriminator_loss, generator_loss
+    from ldmkit.autoencoders.perceptual import build_perceptual
+    from ldmkit.images import make_grid
+    from ldmkit.training import GANStep, Trainer
+    from ldmkit.training.distributed import init_distributed, shutdown
+
+    tc, lc = cfg.train, cfg.loss
+    info = init_distributed(tc.device)
+    try:
+        torch.manual_seed(tc.seed)
+        ae = build_autoencoder(cfg.model)
+        disc = NLayerDiscriminator(cfg.model.in_channels, lc.disc_channels, lc.disc_layers)
+        perceptual = build_perceptual(lc.perceptual, lc.lpips_path, lc.lpips_sha256)
+        if perceptual is not None:
+            perceptual = perceptual.to(info.device)
+
+        def g_loss(model, discriminator, batch, step):
+            recon, posterior = model(batch.images, sample_posterior=tc.sample_posterior)
+            loss, logs = generator_loss(batch.images, recon, posterior, last_layer=ae.last_layer,
+                                        discriminator=discriminator, perceptual=perceptual, step=step, cfg=lc)
+            return loss, logs, recon
+
+        def d_loss(discriminator, batch, recon, step):
+            return discriminator_loss(batch.images, recon, discriminator=discriminator, step=step, cfg=lc)
+
+        data = TensorData(autoencoder_images(cfg) if images is None else images)
+        preview = data.images[:8]
+
+        def sample_fn(model, step):  # originals above their reconstructions
+            model.eval()
+            recon, _ = model(preview.to(info.device), sample_posterior=False)
+            return make_grid(torch.cat([preview, recon.clamp(-1, 1).cpu()]), nrow=len(preview))
+
+        step = GANStep(ae, disc, g_loss, d_loss, lr=tc.lr, disc_lr=tc.disc_lr, betas=tc.adam_betas)
+        trainer = Trainer(step, data, tc, out_dir, config=cfg.to_dict(), sample_fn=sample_fn, dist=info,
+                          progress=progress, model_sections=AE_MODEL_SECTIONS,
+                          checkpoint_meta=checkpoint_meta())
+        return trainer.run(resume=resume)
+    finally:
+        shutdown(info)

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from ldmkit.autoencoders import build_autoencoder
-from ldmkit.autoencoders.checkpoint import save_ae_checkpoint, write_scale_factor
+from ldmkit.autoencoders.checkpoint import checkpoint_meta, write_scale_factor
+from ldmkit.training.checkpoint import save_checkpoint
 from ldmkit.autoencoders.config import load_config
 from ldmkit.latent import LatentSpace, PixelSpace, cache_latents, latent_space_for, measure_scale_factor
 
@@ -65,7 +66,8 @@ def test_scale_factor_gives_unit_variance_latents():
 def test_checkpoint_without_scale_factor_is_refused(tmp_path):
     ae = _kl_ae()
     cfg = load_config(None, data=TINY)
-    ckpt = save_ae_checkpoint(tmp_path, 5, config=cfg.to_dict(), autoencoder=ae)
+    ckpt = save_checkpoint(tmp_path, 5, config=cfg.to_dict(), tensors={"model": ae.state_dict()},
+                           meta=checkpoint_meta())
     with pytest.raises(ValueError, match="ae-stats"):
         latent_space_for(str(tmp_path))
     write_scale_factor(ckpt, 0.7, {"posterior": "mode"})

@@ -11,9 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _training_helpers import noisy_loss, toy_data, toy_model, train_cfg
+from _training_helpers import loss_trainer, noisy_loss, toy_data, toy_model, train_cfg
 
-from ldmkit.training import Trainer
 from ldmkit.training import checkpoint as ck
 
 out, mode, marker = sys.argv[1], sys.argv[2], Path(sys.argv[3])
@@ -37,5 +36,5 @@ if mode == "write":
 elif mode == "prune":
     ck.shutil.rmtree = lambda path, ignore_errors=False: hang()
 
-Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=10, checkpoint_every=2, keep_last=1), out,
+loss_trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=10, checkpoint_every=2, keep_last=1), out,
         config={}, progress=False).run()

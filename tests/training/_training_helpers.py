@@ -69,3 +69,10 @@ def plain_loss(model, batch):
     """A deterministic regression loss (no random draws), for comparing processes exactly."""
     out = model(batch.images)
     return ((out - batch.images.flatten(1).flip(1)) ** 2).mean(), {}
+
+
+def loss_trainer(model, loss_fn, data, cfg, out, **kw):
+    """A Trainer running the one-model ``LossStep`` (AdamW + EMA) of ``loss_fn``."""
+    from ldmkit.training import LossStep, Trainer
+
+    return Trainer(LossStep(model, loss_fn, cfg), data, cfg, out, **kw)

@@ -48,8 +48,9 @@ def test_rng_states_round_trip():
 
 
 def _save(run, step, keep_last=2):
-    return ck.save_checkpoint(run, step, config={"unet": {"c": 1}}, model_state={"w": torch.full((2,), float(step))},
-                              ema_state={"w": torch.zeros(2)}, train_state={"consumed_batches": step},
+    return ck.save_checkpoint(run, step, config={"unet": {"c": 1}},
+                              tensors={"model": {"w": torch.full((2,), float(step))}, "ema": {"w": torch.zeros(2)}},
+                              train_state={"consumed_batches": step},
                               keep_last=keep_last)
 
 

@@ -11,9 +11,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from _training_helpers import metric_losses, noisy_loss, state_equal, toy_data, toy_model, train_cfg
+from _training_helpers import (
+    loss_trainer,
+    metric_losses,
+    noisy_loss,
+    state_equal,
+    toy_data,
+    toy_model,
+    train_cfg,
+)
 
-from ldmkit.training import Trainer
 from ldmkit.training import checkpoint as ck
 
 SCRIPT = Path(__file__).with_name("_kill_script.py")
@@ -50,10 +57,10 @@ def test_sigkill_during_checkpointing_leaves_a_resumable_run(tmp_path, mode, sur
     state = ck.load_training_state(ck.latest_checkpoint(out))
     assert state["step"] == int(survivor.split("_")[1])
     # Resuming finishes the run exactly as an uninterrupted one.
-    resumed = Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=10, checkpoint_every=2, keep_last=1),
+    resumed = loss_trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=10, checkpoint_every=2, keep_last=1),
                       out, config={}, progress=False)
     resumed.run(resume=True)
-    full = Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=10, checkpoint_every=2, keep_last=1),
+    full = loss_trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=10, checkpoint_every=2, keep_last=1),
                    tmp_path / "full", config={}, progress=False)
     full.run()
     assert state_equal(resumed.model.state_dict(), full.model.state_dict())

@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from _training_helpers import metric_losses, plain_loss, toy_data, toy_model, train_cfg
+from _training_helpers import loss_trainer, metric_losses, plain_loss, toy_data, toy_model, train_cfg
 
-from ldmkit.training import Trainer
 from ldmkit.training import checkpoint as ck
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -27,7 +26,7 @@ def test_two_processes_match_one(tmp_path, grad_accum):
     proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(script), str(out), str(grad_accum)],
                           check=False, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    single = Trainer(toy_model(), plain_loss, toy_data(), train_cfg(max_steps=6, checkpoint_every=3), tmp_path / "one",
+    single = loss_trainer(toy_model(), plain_loss, toy_data(), train_cfg(max_steps=6, checkpoint_every=3), tmp_path / "one",
                      config={"x": 1}, progress=False)
     single.run()
     ddp_losses, one_losses = metric_losses(out), metric_losses(tmp_path / "one")

@@ -8,6 +8,7 @@ import pytest
 import torch
 from _training_helpers import (
     config_json,
+    loss_trainer,
     metric_losses,
     noisy_loss,
     state_equal,
@@ -19,7 +20,7 @@ from _training_helpers import (
 
 from ldmkit import pipelines
 from ldmkit.config import MODEL_SECTIONS
-from ldmkit.training import NonFiniteError, Trainer, TrainingError, lr_at
+from ldmkit.training import NonFiniteError, TrainingError, lr_at
 from ldmkit.training import checkpoint as ck
 from ldmkit.training.data_order import DataOrder
 from ldmkit.training.ema import EMA, ema_decay_at
@@ -30,7 +31,7 @@ def _diffusion_trainer(out, cfg, **kw):
     process = pipelines.build_process(cfg)
     model = pipelines.build_denoiser(cfg, process)
     space = pipelines.build_space(cfg)
-    return Trainer(model, pipelines.make_loss_fn(cfg, process, space), toy_data(40), cfg.train, out,
+    return loss_trainer(model, pipelines.make_loss_fn(cfg, process, space), toy_data(40), cfg.train, out,
                    config=config_json(cfg), progress=False, model_sections=MODEL_SECTIONS, **kw)
 
 
@@ -52,15 +53,15 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path, variance):
     assert metric_losses(tmp_path / "full") == metric_losses(tmp_path / "part")  # bitwise-equal floats
     assert state_equal(full.model.state_dict(), resumed.model.state_dict())
     assert state_equal(full.ema.state_dict(), resumed.ema.state_dict())
-    a, b = full.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    a, b = full.optimizers["optimizer"].state_dict()["state"], resumed.optimizers["optimizer"].state_dict()["state"]
     assert all(torch.equal(a[i]["exp_avg_sq"], b[i]["exp_avg_sq"]) for i in a)
 
 
 def test_resume_with_larger_max_steps_equals_one_run(tmp_path):
-    full = Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=20), tmp_path / "a", config={})
+    full = loss_trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=20), tmp_path / "a", config={})
     full.run()
-    Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=10), tmp_path / "b", config={}).run()
-    more = Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=20), tmp_path / "b", config={})
+    loss_trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=10), tmp_path / "b", config={}).run()
+    more = loss_trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=20), tmp_path / "b", config={})
     more.run(resume=True)
     assert state_equal(full.model.state_dict(), more.model.state_dict())
     assert metric_losses(tmp_path / "a") == metric_losses(tmp_path / "b")
@@ -78,11 +79,11 @@ def test_resume_refuses_a_changed_model_config_naming_keys(tmp_path):
 
 
 def test_refuses_to_overwrite_and_to_resume_nothing(tmp_path):
-    Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=5), tmp_path, config={}).run()
+    loss_trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=5), tmp_path, config={}).run()
     with pytest.raises(TrainingError, match="already holds checkpoint step_0000005; pass --resume"):
-        Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=5), tmp_path, config={}).run()
+        loss_trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=5), tmp_path, config={}).run()
     with pytest.raises(TrainingError, match="--resume: no complete checkpoint"):
-        Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(), tmp_path / "new", config={}).run(resume=True)
+        loss_trainer(toy_model(), noisy_loss, toy_data(), train_cfg(), tmp_path / "new", config={}).run(resume=True)
 
 
 def _nan_at(bad_index: int):
@@ -114,7 +115,7 @@ def test_nan_guard_stops_before_the_optimizer_step(tmp_path, loss_fn, what):
             seen["before"] = {k: v.clone() for k, v in model.state_dict().items()}
         return loss_fn(model, batch)
 
-    trainer = Trainer(toy_model(), spy, toy_data(), cfg, tmp_path, config={"a": 1})
+    trainer = loss_trainer(toy_model(), spy, toy_data(), cfg, tmp_path, config={"a": 1})
     with pytest.raises(NonFiniteError) as e:
         trainer.run()
     msg = str(e.value)
@@ -167,7 +168,7 @@ def test_metrics_curve_and_samples_are_written(tmp_path):
         calls.append(step)
         return torch.zeros(1, 8, 8)  # a float [C, H, W] image in [-1, 1]
 
-    Trainer(toy_model(), noisy_loss, toy_data(), cfg, tmp_path, config={}, sample_fn=sample_fn).run()
+    loss_trainer(toy_model(), noisy_loss, toy_data(), cfg, tmp_path, config={}, sample_fn=sample_fn).run()
     assert calls == [2, 4] and (tmp_path / "samples" / "step_0000004.png").is_file()
     assert (tmp_path / "loss.png").is_file() and [s for s, _ in metric_losses(tmp_path)] == [1, 2, 3, 4]
 
@@ -176,16 +177,16 @@ def test_batch_split_is_checked(tmp_path):
     with pytest.raises(TrainingError, match="batch_size=8 must be divisible by train.grad_accum"):
         from ldmkit.training.distributed import DistInfo
 
-        Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(batch_size=8, grad_accum=4), tmp_path, config={},
+        loss_trainer(toy_model(), noisy_loss, toy_data(), train_cfg(batch_size=8, grad_accum=4), tmp_path, config={},
                 dist=DistInfo(world_size=4))
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     from _training_helpers import plain_loss
 
-    one = Trainer(toy_model(), plain_loss, toy_data(), train_cfg(max_steps=4), tmp_path / "a", config={}, progress=False)
+    one = loss_trainer(toy_model(), plain_loss, toy_data(), train_cfg(max_steps=4), tmp_path / "a", config={}, progress=False)
     one.run()
-    acc = Trainer(toy_model(), plain_loss, toy_data(), train_cfg(max_steps=4, grad_accum=4), tmp_path / "b", config={},
+    acc = loss_trainer(toy_model(), plain_loss, toy_data(), train_cfg(max_steps=4, grad_accum=4), tmp_path / "b", config={},
                   progress=False)
     acc.run()
     for k, v in one.model.state_dict().items():
@@ -194,12 +195,12 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
 
 
 def test_bf16_autocast_runs_on_cpu(tmp_path):
-    t = Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=2, bf16=True), tmp_path, config={},
+    t = loss_trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=2, bf16=True), tmp_path, config={},
                 progress=False)
     assert all(math.isfinite(loss) for _, loss in t.run().losses)
 
 
 def test_time_budget_stops_with_a_checkpoint(tmp_path):
-    result = Trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=1000, max_minutes=1e-6), tmp_path,
+    result = loss_trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=1000, max_minutes=1e-6), tmp_path,
                      config={}, progress=False).run()
     assert result.step == 1 and result.checkpoint == tmp_path / "checkpoints" / "step_0000001"

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from ldmkit.config import ConfigError, apply_overrides, from_dict, to_dict
 from ldmkit.data import DataConfig
+from ldmkit.training.config import TrainConfig
 
 ModelType = Literal["kl", "vq"]
 PerceptualType = Literal["none", "fmnist", "lpips_vgg"]
@@ -88,32 +89,41 @@ class LossConfig:
 
 
 @dataclass
-class AETrainConfig:
-    """Optimisation of the autoencoder and its discriminator (two Adam optimizers).
+class AETrainConfig(TrainConfig):
+    """The training engine's ``TrainConfig`` with the autoencoder's defaults and three fields of its own.
+
+    Both Adam optimizers (autoencoder, discriminator) follow ``lr_schedule`` / ``warmup_steps`` scaled to their
+    own rate. No EMA is kept of an autoencoder (``ema_decay`` must stay 0).
 
     Attributes:
-        max_steps: optimizer steps of the autoencoder.
-        batch_size: images per step.
+        disc_lr: Adam learning rate of the discriminator (``lr`` is the autoencoder's).
         limit: train on the first ``limit`` images only (None: all).
-        lr, disc_lr: Adam learning rates of the autoencoder and of the discriminator.
-        adam_betas: Adam betas of both (GAN practice: (0.5, 0.9)).
-        sample_posterior: KL models decode a posterior sample (True, Rombach et al.) or its mean.
-        log_every, checkpoint_every: periods in steps; keep_last: checkpoints kept.
-        device: ``auto`` (accelerator if present, else CPU) or a torch device string.
+        sample_posterior: KL models decode a posterior sample (True, Rombach et al.) or its mode.
     """
 
     max_steps: int = 3000
     batch_size: int = 64
-    limit: int | None = None
     lr: float = 2.0e-4
-    disc_lr: float = 2.0e-4
-    adam_betas: tuple[float, float] = (0.5, 0.9)
-    seed: int = 0
+    adam_betas: tuple[float, float] = (0.5, 0.9)  # GAN practice
+    warmup_steps: int = 0
+    grad_clip: float = 0.0
+    ema_decay: float = 0.0
     log_every: int = 100
+    sample_every: int = 1000
     checkpoint_every: int = 1000
     keep_last: int = 2
+    disc_lr: float = 2.0e-4
+    limit: int | None = None
     sample_posterior: bool = True
-    device: str = "auto"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.ema_decay != 0.0:
+            raise ValueError(f"ema_decay={self.ema_decay}: train-ae keeps no EMA of the autoencoder; leave it 0")
+        if self.disc_lr <= 0:
+            raise ValueError(f"disc_lr={self.disc_lr} must be positive")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit={self.limit} must be >= 1 (or null for all images)")
 
 
 @dataclass

@@ -32,14 +32,14 @@ def run(args) -> int:
 
     from ldmkit.autoencoders.checkpoint import load_autoencoder, write_scale_factor
     from ldmkit.autoencoders.config import ConfigError, load_config
-    from ldmkit.autoencoders.train import load_images
+    from ldmkit.pipelines import autoencoder_images
     from ldmkit.latent import measure_scale_factor
     from ldmkit.training.checkpoint import CheckpointError
 
     try:
         ae, meta = load_autoencoder(args.ckpt, args.device)
         cfg = load_config(None, data=meta["config"])
-        images = load_images(cfg, args.split)
+        images = autoencoder_images(cfg, args.split)
         if args.num_images < 1:
             raise ValueError(f"--num-images must be >= 1, got {args.num_images}")
         g = torch.Generator().manual_seed(args.seed)

@@ -24,16 +24,21 @@ def add_parser(sub, formatter_class):
 def run(args) -> int:
     from pathlib import Path
 
-    from ldmkit.autoencoders.config import ConfigError, load_config
-    from ldmkit.autoencoders.train import train_autoencoder
-    from ldmkit.training.checkpoint import CheckpointError
+    from ldmkit import pipelines
+    from ldmkit.autoencoders.config import load_config
+    from ldmkit.registry import ConfigError
+    from ldmkit.training import CheckpointError, RunFolderError, TrainingError
 
     try:
         cfg = load_config(args.config, list(args.overrides or []))
         out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-        ckpt = train_autoencoder(cfg, out, resume=args.resume, progress=not args.no_progress)
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
+        result = pipelines.train_autoencoder(cfg, out, resume=args.resume, progress=not args.no_progress)
+    except (ConfigError, RunFolderError, FileNotFoundError) as e:
         print(f"ldmkit train-ae: error: {e}", file=sys.stderr)
         return 2
-    print(f"saved {ckpt}\nnext: ldmkit ae-stats {out}")
+    except (TrainingError, CheckpointError, ValueError) as e:
+        print(f"ldmkit train-ae: error: {e}", file=sys.stderr)
+        return 1
+    print(f"saved {result.checkpoint} (step {result.step}, {result.elapsed_s:.0f} s of training)\n"
+          f"next: ldmkit ae-stats {out}")
     return 0

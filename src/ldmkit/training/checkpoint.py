@@ -3,10 +3,12 @@
 A run directory holds ``checkpoints/step_0000100/`` folders, each complete on its own:
 
 - ``config.json``: ``{"format_version", "ldmkit_version", "step", "config": {...}}``; rebuilds the model.
-- ``model.safetensors`` and ``ema.safetensors``: the trained and the averaged weights.
-- ``optimizer.safetensors`` + the ``optimizer`` entry of ``state.json``: optimizer tensors and hyper-parameters.
+- one ``NAME.safetensors`` per tensor group of the train step: ``model.safetensors`` (rebuilds the model
+  with ``config.json`` alone), ``ema.safetensors``, ``discriminator.safetensors``, ``loss_fn.safetensors``
+  (e.g. a timestep sampler's loss history), ...
+- one ``NAME.safetensors`` per optimizer (``optimizer``, ``disc_optimizer``) + its entry in
+  ``state.json["optimizers"]``: optimizer tensors and hyper-parameters.
 - ``rng.safetensors`` + ``state.json``: step, data position, elapsed time, RNG states (torch, numpy, python).
-- ``loss_fn.safetensors`` (optional): state of the loss function (e.g. a timestep sampler's loss history).
 
 A checkpoint folder is written under a temporary name and renamed into place only once every file is
 flushed to disk, so a folder named ``step_*`` is always complete: a crash mid-write leaves only a
@@ -34,7 +36,6 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 CHECKPOINTS = "checkpoints"
 _STEP_RE = re.compile(r"^step_(\d+)$")
-TENSOR_FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "rng.safetensors")
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 
 
@@ -206,23 +207,30 @@ def save_checkpoint(
     step: int,
     *,
     config: dict,
-    model_state: dict[str, torch.Tensor],
-    ema_state: dict[str, torch.Tensor] | None = None,
-    optimizer_state: dict | None = None,
+    tensors: dict[str, dict[str, torch.Tensor]],
+    optimizers: dict[str, dict] | None = None,
     train_state: dict | None = None,
+    meta: dict | None = None,
     keep_last: int = 3,
-    extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write ``run_dir/checkpoints/step_XXXXXXX`` atomically, then prune to the ``keep_last`` newest.
 
     Args:
         config: the full run configuration (JSON-able); stored in ``config.json``.
+        tensors: named tensor groups, each saved as ``NAME.safetensors`` when not empty (``model`` is required:
+            it rebuilds the model with ``config.json`` alone; ``ema``, ``discriminator``, ``loss_fn``, ...).
+        optimizers: named ``optimizer.state_dict()``s: tensors in ``NAME.safetensors``, the rest in
+            ``state.json["optimizers"][NAME]``.
         train_state: JSON-able loop state (data position, elapsed time, ...); RNG states are added here.
-        extra_tensors: more named tensor groups (e.g. ``{"loss_fn": ...}``), each saved as ``NAME.safetensors``
-            when not empty.
+        meta: more top-level keys of ``config.json`` (e.g. an autoencoder's ``kind`` and ``scale_factor``).
     """
     if keep_last < 1:
         raise ValueError(f"keep_last must be >= 1 (never zero checkpoints), got {keep_last}")
+    if not tensors.get("model"):
+        raise ValueError("save_checkpoint: the 'model' tensor group is required")
+    clash = sorted(set(tensors) & (set(optimizers or {}) | {"rng"}))
+    if clash:
+        raise ValueError(f"save_checkpoint: names {clash} are used twice (tensor groups, optimizers, 'rng')")
     from ldmkit import __version__
 
     root = Path(run_dir) / CHECKPOINTS
@@ -231,25 +239,20 @@ def save_checkpoint(
     final = root / checkpoint_name(step)
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     tmp.mkdir()
-    write_tensors(tmp / "model.safetensors", model_state)
-    if ema_state is not None:
-        write_tensors(tmp / "ema.safetensors", ema_state)
-    state_json: dict[str, Any] = {"step": step, "format_version": FORMAT_VERSION}
-    if optimizer_state is not None:
-        opt_tensors, opt_meta = optimizer_to_tensors(optimizer_state)
-        write_tensors(tmp / "optimizer.safetensors", opt_tensors)
-        state_json["optimizer"] = opt_meta
-    for name, tensors in (extra_tensors or {}).items():
-        if tensors:
-            write_tensors(tmp / f"{name}.safetensors", tensors)
-    rng_tensors, rng_meta = capture_rng()
+    for name, group in tensors.items():
+        if group:
+            write_tensors(tmp / f"{name}.safetensors", group)
+    state_json: dict[str, Any] = {"step": step, "format_version": FORMAT_VERSION, "optimizers": {}}
+    for name, opt_state in (optimizers or {}).items():
+        opt_tensors, state_json["optimizers"][name] = optimizer_to_tensors(opt_state)
+        write_tensors(tmp / f"{name}.safetensors", opt_tensors)
+    rng_tensors, state_json["rng"] = capture_rng()
     write_tensors(tmp / "rng.safetensors", rng_tensors)
-    state_json["rng"] = rng_meta
     state_json["train"] = train_state or {}
     write_json(tmp / "state.json", state_json)
     # config.json last: a reader that finds it knows the rest is there even without the rename guarantee.
-    write_json(tmp / "config.json", {"format_version": FORMAT_VERSION, "ldmkit_version": __version__,
-                                     "step": step, "config": config})
+    write_json(tmp / "config.json", {**(meta or {}), "format_version": FORMAT_VERSION,
+                                     "ldmkit_version": __version__, "step": step, "config": config})
     _fsync_dir(tmp)
     if final.exists():  # re-saving the same step (e.g. after a resume): move the old one out of the way
         _discard(final)
@@ -287,20 +290,24 @@ def load_checkpoint_config(path: str | os.PathLike) -> dict:
 
 
 def load_training_state(ckpt: Path) -> dict:
-    """Everything needed to resume: tensors and JSON of optimizer, RNG, loop state."""
+    """Everything needed to resume: ``{"step", "train", "rng", "optimizers": {NAME: state_dict}, GROUP: tensors}``
+    with one entry per tensor group written by :func:`save_checkpoint` (``model``, ``ema``, ...)."""
     state = read_json(ckpt / "state.json")
     if state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{ckpt / 'state.json'}: format_version {state.get('format_version')!r} "
                               f"is not supported (expected {FORMAT_VERSION})")
-    out = {"step": int(state["step"]), "train": state.get("train", {}),
-           "model": read_tensors(ckpt / "model.safetensors"),
-           "rng": (read_tensors(ckpt / "rng.safetensors"), state["rng"])}
-    if (ckpt / "ema.safetensors").is_file():
-        out["ema"] = read_tensors(ckpt / "ema.safetensors")
-    if (ckpt / "loss_fn.safetensors").is_file():
-        out["loss_fn"] = read_tensors(ckpt / "loss_fn.safetensors")
-    if "optimizer" in state:
-        out["optimizer"] = optimizer_from_tensors(read_tensors(ckpt / "optimizer.safetensors"), state["optimizer"])
+    opt_meta = dict(state.get("optimizers", {}))
+    if "optimizer" in state:  # written before optimizers were named (ldmkit <= 0.1 diffusion runs)
+        opt_meta["optimizer"] = state["optimizer"]
+    out: dict[str, Any] = {"step": int(state["step"]), "train": state.get("train", {}),
+                           "rng": (read_tensors(ckpt / "rng.safetensors"), state["rng"]),
+                           "optimizers": {name: optimizer_from_tensors(read_tensors(ckpt / f"{name}.safetensors"), meta)
+                                          for name, meta in opt_meta.items()}}
+    for path in sorted(ckpt.glob("*.safetensors")):
+        if path.stem not in opt_meta and path.stem != "rng":
+            out[path.stem] = read_tensors(path)
+    if "model" not in out:
+        raise CheckpointError(f"{ckpt / 'model.safetensors'}: file missing")
     return out
 
 

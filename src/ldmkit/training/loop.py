@@ -1,9 +1,10 @@
-"""A generic training loop: it trains any ``model`` with a ``loss_fn(model, batch) -> (loss, logs)``.
+"""The one training engine: it runs any *train step* (:mod:`ldmkit.training.steps`) and knows nothing else.
 
-Features: AdamW; linear warm-up then constant or cosine learning rate; gradient clipping and
-accumulation; an EMA of the weights; optional bf16 autocast and ``torch.compile``; a guard that stops
-before the optimizer step on a NaN/Inf loss or gradient; ``metrics.jsonl``, a loss-curve PNG and periodic
-sample grids (drawn by a callback from the EMA weights); atomic checkpoints; torchrun data parallelism.
+Every run gets: linear warm-up then constant or cosine learning rate (scaling each optimizer's own base
+rate); gradient accumulation and clipping; an EMA if the step keeps one; optional bf16 autocast and
+``torch.compile``; a guard that stops before the optimizer step on a NaN/Inf loss or gradient;
+``metrics.jsonl``, a loss-curve PNG and periodic preview grids (drawn by a callback, from the EMA weights
+when there are any); a wall-clock budget; atomic checkpoints with keep-last-N; torchrun data parallelism.
 
 Exact resume: the data order is a pure function of ``(seed, epoch)`` and the loop re-seeds torch's global
 RNG before every micro-batch from ``(seed, step, micro-batch, rank)``, so whatever the loss function draws
@@ -29,18 +30,22 @@ from ldmkit.training import checkpoint as ckpt_io
 from ldmkit.training.config import TrainConfig
 from ldmkit.training.data_order import DataOrder, as_batch_source, mix_seed
 from ldmkit.training.distributed import DistInfo, all_reduce_mean, any_rank, barrier, wrap_model
-from ldmkit.training.ema import EMA
 from ldmkit.training.plot import plot_loss_curve
+from ldmkit.training.steps import TrainStep
 from ldmkit.types import Batch
 
 log = logging.getLogger(__name__)
 
-LossFn = Callable[[torch.nn.Module, Batch], tuple[torch.Tensor, dict[str, Any]]]
 SampleFn = Callable[[torch.nn.Module, int], Any]
 
 
 class TrainingError(RuntimeError):
     """The run cannot start or continue (existing checkpoints, changed model config, bad batch split)."""
+
+
+class RunFolderError(TrainingError):
+    """The run folder does not fit the request: checkpoints without ``--resume``, ``--resume`` without
+    checkpoints, or a resumed run whose model config changed (a usage error: the user picks another folder)."""
 
 
 class NonFiniteError(TrainingError):
@@ -75,43 +80,50 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
 
 
 class Trainer:
-    """Runs ``cfg.max_steps`` optimizer steps of ``loss_fn`` on ``data``, writing to ``out_dir``.
+    """Runs ``cfg.max_steps`` steps of ``train_step`` on ``data``, writing to ``out_dir``.
 
     Args:
-        model: the module whose weights are trained, saved and averaged (moved to the device).
-        loss_fn: ``loss_fn(model, batch) -> (scalar loss, {name: scalar})``; gets the DDP/compiled wrapper.
+        train_step: a :class:`~ldmkit.training.steps.TrainStep` (its modules are moved to the device).
         data: a :class:`~ldmkit.training.data_order.BatchSource` or a map-style dataset of (image, label).
         cfg: the ``train`` section.
         out_dir: run folder: ``checkpoints/``, ``samples/``, ``metrics.jsonl``, ``loss.png``.
         config: the full run config (JSON-able), stored in every checkpoint's ``config.json``.
-        sample_fn: ``sample_fn(ema_model, step) -> PIL image or uint8 array`` for periodic grids.
+        sample_fn: ``sample_fn(module, step) -> PIL image or uint8 array`` for periodic preview grids; gets
+            the EMA module if the step keeps one, else ``modules["model"]``.
         model_sections: dotted config keys a resumed run may not change.
+        checkpoint_meta: more top-level keys of every checkpoint's ``config.json``.
     """
 
-    def __init__(self, model: torch.nn.Module, loss_fn: LossFn, data: Any, cfg: TrainConfig,
-                 out_dir: str | Path, *, config: dict, sample_fn: SampleFn | None = None,
-                 dist: DistInfo | None = None, progress: bool = True,
-                 model_sections: tuple[str, ...] = ()):
+    def __init__(self, train_step: TrainStep, data: Any, cfg: TrainConfig, out_dir: str | Path, *,
+                 config: dict, sample_fn: SampleFn | None = None, dist: DistInfo | None = None,
+                 progress: bool = True, model_sections: tuple[str, ...] = (), checkpoint_meta: dict | None = None):
         self.dist = dist or DistInfo()
-        self.cfg, self.loss_fn = cfg, loss_fn
+        self.cfg, self.train_step = cfg, train_step
         self.config = json.loads(json.dumps(config))  # as stored (tuples -> lists), for resume comparisons
         self.data = as_batch_source(data)
         self.out_dir = Path(out_dir)
         self.sample_fn, self.progress, self.model_sections = sample_fn, progress, model_sections
+        self.checkpoint_meta = dict(checkpoint_meta or {})
         self.device = self.dist.device
-        self.model = model.to(self.device)
         world = self.dist.world_size
         if cfg.batch_size % (cfg.grad_accum * world):
             raise TrainingError(f"train.batch_size={cfg.batch_size} must be divisible by train.grad_accum "
                                 f"({cfg.grad_accum}) x processes ({world})")
         self.order = DataOrder(len(self.data), cfg.batch_size // cfg.grad_accum, cfg.seed,
                                self.dist.rank, world)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.adam_betas,
-                                           weight_decay=cfg.weight_decay)
-        self.train_model = wrap_model(self.model, self.dist)  # DDP broadcasts rank 0's weights here
-        self.ema = EMA(self.model, cfg.ema_decay, cfg.ema_warmup)
-        if cfg.compile:
-            self.train_model = torch.compile(self.train_model)
+        self.modules = train_step.modules
+        self.wrapped: dict[str, torch.nn.Module] = {}
+        for name, module in self.modules.items():
+            module.to(self.device)  # in place: the step's optimizers keep their parameters
+            if any(p.requires_grad for p in module.parameters()):
+                self.wrapped[name] = wrap_model(module, self.dist)  # DDP broadcasts rank 0's weights here
+        self.ema = train_step.ema
+        if self.ema is not None:
+            self.ema.module.to(self.device)
+        if cfg.compile and "model" in self.wrapped:
+            self.wrapped["model"] = torch.compile(self.wrapped["model"])
+        self.optimizers = train_step.optimizers
+        self.base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
         self.autocast = cfg.bf16
         if cfg.bf16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             log.warning("train.bf16: this GPU has no bfloat16 support; training in float32")
@@ -119,16 +131,25 @@ class Trainer:
         self.step, self.consumed, self.elapsed = 0, 0, 0.0
         self.last_checkpoint: Path | None = None
         self.metrics_path = self.out_dir / "metrics.jsonl"
+        self._batches: dict[int, Batch] = {}
+        self._indices: dict[int, torch.Tensor] = {}
+        self._phase = 0
+        self.grad_norms: dict[str, float] = {}
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The step's main module (``modules["model"]``)."""
+        return self.modules["model"]
 
     # ------------------------------------------------------------------------------------ set-up
     def _prepare(self, resume: bool) -> None:
         latest = ckpt_io.latest_checkpoint(self.out_dir)
         if latest is not None and not resume:
-            raise TrainingError(f"{self.out_dir} already holds checkpoint {latest.name}; pass --resume to "
+            raise RunFolderError(f"{self.out_dir} already holds checkpoint {latest.name}; pass --resume to "
                                 "continue that run, or choose another --out")
         if resume:
             if latest is None:
-                raise TrainingError(f"--resume: no complete checkpoint under {self.out_dir / ckpt_io.CHECKPOINTS}")
+                raise RunFolderError(f"--resume: no complete checkpoint under {self.out_dir / ckpt_io.CHECKPOINTS}")
             self._load(latest)
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -139,18 +160,22 @@ class Trainer:
         saved = ckpt_io.load_checkpoint_config(ckpt)["config"]
         changed = ckpt_io.config_differences(saved, self.config, self.model_sections)
         if changed:
-            raise TrainingError(f"cannot resume {ckpt}: the model config changed ({'; '.join(changed)}); "
+            raise RunFolderError(f"cannot resume {ckpt}: the model config changed ({'; '.join(changed)}); "
                                 "restore these keys or start a new run in another --out")
         other = ckpt_io.config_differences(saved, self.config)
         if other:
             log.info("resuming with changed settings: %s", "; ".join(other))
         state = ckpt_io.load_training_state(ckpt)
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state.get("ema", state["model"]))
-        if "optimizer" in state:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if hasattr(self.loss_fn, "load_state_dict"):
-            self.loss_fn.load_state_dict(state.get("loss_fn", {}))
+        for name, module in self.modules.items():
+            if name not in state:
+                raise ckpt_io.CheckpointError(f"{ckpt / (name + '.safetensors')}: file missing (needed to resume)")
+            module.load_state_dict(state[name])
+        if self.ema is not None:
+            self.ema.load_state_dict(state.get("ema", state["model"]))
+        for name, opt in self.optimizers.items():
+            if name in state["optimizers"]:
+                opt.load_state_dict(state["optimizers"][name])
+        self.train_step.load_state_dict(state)
         ckpt_io.restore_rng(*state["rng"])
         self.step = state["step"]
         train = state["train"]
@@ -179,45 +204,80 @@ class Trainer:
         self.metrics_path.write_text("".join(x + "\n" for x in keep))
 
     # ---------------------------------------------------------------------------------- one step
-    def _train_step(self) -> tuple[torch.Tensor, dict[str, float], float]:
-        """Forward/backward over ``grad_accum`` micro-batches, guard, clip, optimizer step, EMA update."""
+    def _micro_batch(self, m: int, phase: int) -> Batch:
+        """Micro-batch ``m`` of the current step, with the global RNG seeded from where the run is.
+
+        The first fetch seeds from ``(seed, step, m, rank)`` (random transforms then depend only on the
+        position), and the first update's loss continues that stream; later updates of the same step
+        (a GAN's discriminator) reseed with their phase number.
+        """
+        if m not in self._batches:
+            torch.manual_seed(mix_seed(self.cfg.seed, self.step, m, self.dist.rank))
+            idx = self.order.indices(self.consumed + m)
+            self._batches[m] = _to_device(self.data.batch(idx), self.device)
+            self._indices[m] = idx
+        elif phase > 0:
+            torch.manual_seed(mix_seed(self.cfg.seed, self.step, m, self.dist.rank, phase))
+        return self._batches[m]
+
+    def optimize(self, optimizer: str, module: str, loss_of) -> tuple[float, dict[str, float]]:
+        """One update of ``optimizers[optimizer]`` on ``loss_of(modules[module], batch, m)`` over the
+        ``grad_accum`` micro-batches: backward each, clip, check finiteness on every rank, step.
+
+        A loss without a graph on every micro-batch (e.g. a discriminator not started yet) skips the update.
+        Returns the mean loss and the mean of each logged value.
+        """
         cfg, dist = self.cfg, self.dist
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.step, cfg)
-        self.optimizer.zero_grad(set_to_none=True)
+        opt = self.optimizers[optimizer]
+        net = self.wrapped.get(module, self.modules[module])
+        factor = lr_at(self.step, cfg) / cfg.lr
+        for group, base in zip(opt.param_groups, self.base_lrs[optimizer]):
+            group["lr"] = base * factor
+        opt.zero_grad(set_to_none=True)
+        phase, self._phase = self._phase, self._phase + 1
         total = torch.zeros((), dtype=torch.float64)
         logs_sum: dict[str, float] = {}
-        indices, bad_loss = [], False
+        bad_loss, has_graph = False, False
         for m in range(cfg.grad_accum):
-            # Seed first: random data transforms (flips) then depend only on the position too.
-            torch.manual_seed(mix_seed(cfg.seed, self.step, m, dist.rank))
-            idx = self.order.indices(self.consumed + m)
-            indices.append(idx)
-            batch = _to_device(self.data.batch(idx), self.device)
+            batch = self._micro_batch(m, phase)
             last = m == cfg.grad_accum - 1
-            sync = contextlib.nullcontext() if (last or not dist.distributed) else self.train_model.no_sync()
+            ddp = isinstance(net, torch.nn.parallel.DistributedDataParallel)
+            sync = net.no_sync() if (ddp and not last) else contextlib.nullcontext()
             with sync:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                    loss, logs = self.loss_fn(self.train_model, batch)
+                    loss, logs = loss_of(net, batch, m)
                 bad_loss |= not bool(torch.isfinite(loss.detach()).all())
-                # backward even on a bad loss: under DDP every rank must join the gradient all-reduce.
-                (loss.float() / cfg.grad_accum).backward()
+                if loss.requires_grad:  # backward even on a bad loss: under DDP every rank must all-reduce
+                    (loss.float() / cfg.grad_accum).backward()
+                    has_graph = True
             total += loss.detach().double().cpu()
             for k, v in logs.items():
                 logs_sum[k] = logs_sum.get(k, 0.0) + float(v)
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+        mean_loss = total.item() / cfg.grad_accum
+        grad_norm = 0.0
+        if has_graph:
+            params = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
         if any_rank(bad_loss or not math.isfinite(grad_norm), dist):
-            self._raise_non_finite(bad_loss, total.item() / cfg.grad_accum, grad_norm, torch.cat(indices))
-        self.optimizer.step()
-        self.consumed += cfg.grad_accum
-        self.step += 1
-        self.ema.update(self.model, self.step)
-        mean = total / cfg.grad_accum
-        return mean, {k: v / cfg.grad_accum for k, v in logs_sum.items()}, grad_norm
+            self._raise_non_finite(optimizer, bad_loss, mean_loss, grad_norm)
+        if has_graph:
+            opt.step()
+        self.grad_norms[optimizer] = grad_norm
+        return mean_loss, {k: v / cfg.grad_accum for k, v in logs_sum.items()}
 
-    def _raise_non_finite(self, bad_loss: bool, loss: float, grad_norm: float, idx: torch.Tensor) -> None:
+    def _train_step(self) -> dict[str, float]:
+        """One step of the train step; then the data position, step counter and EMA advance."""
+        self._batches, self._indices, self._phase, self.grad_norms = {}, {}, 0, {}
+        logs = self.train_step(self, self.step)
+        self.consumed += self.cfg.grad_accum
+        self.step += 1
+        if self.ema is not None:
+            self.ema.update(self.model, self.step)
+        return {k: float(v) for k, v in logs.items()}
+
+    def _raise_non_finite(self, optimizer: str, bad_loss: bool, loss: float, grad_norm: float) -> None:
+        idx = torch.cat(list(self._indices.values()))
         if self.dist.distributed:  # every rank's sample indices, so the message names the culprit
             gathered = [torch.empty_like(idx) for _ in range(self.dist.world_size)]
             torch.distributed.all_gather(gathered, idx.contiguous())
@@ -225,9 +285,9 @@ class Trainer:
         what = "loss" if bad_loss or not math.isfinite(loss) else "gradient"
         kept = f"the last checkpoint ({self.last_checkpoint}) is intact" if self.last_checkpoint else \
             "no checkpoint had been written yet"
-        raise NonFiniteError(f"non-finite {what} at step {self.step + 1} (loss {loss}, gradient norm "
-                             f"{grad_norm}); batch sample indices {idx.tolist()}; training stopped before the "
-                             f"optimizer step, so the weights are unchanged and {kept}")
+        raise NonFiniteError(f"non-finite {what} at step {self.step + 1} ({optimizer}: loss {loss}, gradient "
+                             f"norm {grad_norm}); batch sample indices {idx.tolist()}; training stopped before "
+                             f"the optimizer step, so the weights are unchanged and {kept}")
 
     # --------------------------------------------------------------------------- bookkeeping
     def _write_metrics(self, row: dict) -> None:
@@ -240,11 +300,14 @@ class Trainer:
             train_state = {"consumed_batches": self.consumed, "global_micro_batch": self.order.global_batch,
                            "epoch": epoch, "batch_in_epoch": in_epoch, "elapsed_s": self.elapsed,
                            "images_seen": self.step * self.cfg.batch_size}
+            tensors = {name: m.state_dict() for name, m in self.modules.items()}
+            if self.ema is not None:
+                tensors["ema"] = self.ema.state_dict()
+            tensors.update(self.train_step.state_dict())
             self.last_checkpoint = ckpt_io.save_checkpoint(
-                self.out_dir, self.step, config=self.config, model_state=self.model.state_dict(),
-                ema_state=self.ema.state_dict(), optimizer_state=self.optimizer.state_dict(),
-                train_state=train_state, keep_last=self.cfg.keep_last,
-                extra_tensors={"loss_fn": self.loss_fn.state_dict()} if hasattr(self.loss_fn, "state_dict") else None)
+                self.out_dir, self.step, config=self.config, tensors=tensors,
+                optimizers={name: o.state_dict() for name, o in self.optimizers.items()},
+                train_state=train_state, meta=self.checkpoint_meta, keep_last=self.cfg.keep_last)
             plot_loss_curve(self.metrics_path, self.out_dir / "loss.png")
         barrier(self.dist)
 
@@ -252,8 +315,11 @@ class Trainer:
         if self.dist.is_main and self.sample_fn is not None:
             from ldmkit.images import to_pil
 
+            module = self.ema.module if self.ema is not None else self.model
             with torch.no_grad():
-                image = to_pil(self.sample_fn(self.ema.module, self.step))
+                image = to_pil(self.sample_fn(module, self.step))
+            for m in self.modules.values():
+                m.train()  # a preview may switch to eval mode
             path = self.out_dir / "samples" / f"step_{self.step:07d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             image.save(path)
@@ -267,7 +333,8 @@ class Trainer:
 
         cfg = self.cfg
         self._prepare(resume)
-        self.model.train()
+        for module in self.modules.values():
+            module.train()
         losses: list[tuple[int, float]] = []
         bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (self.progress and self.dist.is_main))
@@ -276,7 +343,8 @@ class Trainer:
         deadline = None if cfg.max_minutes is None else time.monotonic() + 60.0 * cfg.max_minutes
         while self.step < cfg.max_steps:
             t0 = time.perf_counter()
-            loss, logs, grad_norm = self._train_step()
+            logs = self._train_step()
+            loss = logs.pop("loss")
             self.elapsed += time.perf_counter() - t0
             window_steps += 1
             window_loss += float(loss)
@@ -291,8 +359,10 @@ class Trainer:
                 means = all_reduce_mean(torch.tensor([window_loss] + [window_logs[k] for k in keys],
                                                      dtype=torch.float64) / window_steps, self.dist)
                 rate = window_steps * cfg.batch_size / max(time.perf_counter() - window_t, 1e-9)
+                norms = {("grad_norm" if name == "optimizer" else f"{name}_grad_norm"): v
+                         for name, v in self.grad_norms.items()}
                 row = {"step": self.step, "loss": means[0].item(), "lr": lr_at(self.step - 1, cfg),
-                       "grad_norm": grad_norm, "img_per_s": rate, "elapsed_s": self.elapsed,
+                       **norms, "img_per_s": rate, "elapsed_s": self.elapsed,
                        **{k: means[i + 1].item() for i, k in enumerate(keys)}}
                 losses.append((self.step, row["loss"]))
                 if self.dist.is_main:
