@@ -25,9 +25,8 @@ from ldmkit.data import DataConfig
 from ldmkit.diffusion.config import DiffusionConfig
 from ldmkit.networks.unet import UNET_PRESETS, UNetConfig
 from ldmkit.registry import ConfigError, lookup
+from ldmkit.samplers import SAMPLERS
 from ldmkit.training.config import TrainConfig
-
-SamplerName = Literal["ddpm", "ddim", "dpmpp_2m"]
 
 
 # ------------------------------------------------------------------------------------------- sections
@@ -44,12 +43,15 @@ class SampleConfig:
         guidance_scale: classifier-free guidance scale (1 = off).
     """
 
-    sampler: SamplerName = "ddim"
+    sampler: str = "ddim"
     steps: int | None = 50
     eta: float = 0.0
     num_images: int = 64
     seed: int = 0
     guidance_scale: float = 1.0
+
+    def __post_init__(self):
+        lookup(SAMPLERS, self.sampler, "sample.sampler")
 
 
 @dataclass
@@ -123,12 +125,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             except ConfigError:
                 pass
         raise bad()
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise bad()
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+    if tp in (bool, int, str):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):  # True is an int in Python
             raise bad()
         return value
     if tp is float:
@@ -140,10 +138,6 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
             return float(value)
         raise bad()
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad()
-        return value
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise bad()

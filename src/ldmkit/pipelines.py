@@ -1,10 +1,12 @@
 """The whole flow on one page: config -> data, space, process, denoiser -> training loss -> generation.
 
+The first stage trains through the same engine with the GAN train step: ``train_autoencoder(ae_cfg, out)``.
+
     space   = build_space(cfg)                 # PixelSpace, or an autoencoder's LatentSpace (first_stage)
     process = build_process(cfg)               # GaussianProcess(get_betas(schedule, T))
     model   = build_denoiser(cfg, process)     # Denoiser(UNet(cfg.unet), alphas_cumprod, prediction_type)
-    loss_fn = make_loss_fn(cfg, process, space)   # x0 = encode(images); t, eps; training_losses(...)
-    Trainer(model, loss_fn, build_data(cfg), cfg.train, out, config=config_dict(cfg)).run()
+    loss_fn = make_loss_fn(cfg, process, space)   # DiffusionLoss: x0 = encode(images); t, eps; training_losses
+    Trainer(LossStep(model, loss_fn, cfg.train), build_data(cfg), cfg.train, out, ...).run()   # = train(cfg, out)
     images  = generate(model, process, cfg, n=64, sampler="ddim", steps=50)   # x_T -> sampler -> decode
 """
 

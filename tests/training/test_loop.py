@@ -11,6 +11,7 @@ from _training_helpers import (
     loss_trainer,
     metric_losses,
     noisy_loss,
+    plain_loss,
     state_equal,
     tiny_config,
     toy_data,
@@ -194,10 +195,23 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     assert [round(x, 5) for _, x in metric_losses(tmp_path / "a")] == [round(x, 5) for _, x in metric_losses(tmp_path / "b")]
 
 
-def test_bf16_autocast_runs_on_cpu(tmp_path):
-    t = loss_trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=2, bf16=True), tmp_path, config={},
-                progress=False)
-    assert all(math.isfinite(loss) for _, loss in t.run().losses)
+def test_bf16_autocasts_the_forward_and_keeps_fp32_weights(tmp_path):
+    """bf16: the Linear layers compute in bfloat16 (seen by a hook), the weights and their optimizer state stay
+    float32, and the losses agree with an fp32 run to bf16 precision without being identical."""
+    runs = {}
+    for bf16 in (False, True):
+        model = toy_model()
+        dtypes = []
+        model[1].register_forward_hook(lambda m, i, o, seen=dtypes: seen.append(o.dtype))
+        t = loss_trainer(model, plain_loss, toy_data(), train_cfg(max_steps=3, bf16=bf16), tmp_path / str(bf16),
+                         config={}, progress=False)
+        runs[bf16] = [loss for _, loss in t.run().losses]
+        assert set(dtypes) == {torch.bfloat16 if bf16 else torch.float32}
+        assert all(p.dtype == torch.float32 for p in t.model.parameters())
+        exp_avg = t.optimizers["optimizer"].state_dict()["state"][0]["exp_avg"]
+        assert exp_avg.dtype == torch.float32
+    for a, b in zip(runs[False], runs[True]):
+        assert a != b and abs(a - b) <= 3e-2 * abs(a), (a, b)
 
 
 def test_time_budget_stops_with_a_checkpoint(tmp_path):
