@@ -19,7 +19,7 @@ import torch
 
 from ldmkit.diffusion.process import GaussianProcess
 from ldmkit.diffusion.schedules import get_betas
-from ldmkit.samplers import SAMPLERS, make_grid
+from ldmkit.samplers import SAMPLERS, make_timestep_grid
 from ldmkit.types import Prediction
 
 
@@ -48,8 +48,8 @@ def main(argv=None):
         for name in ("ddim", "dpmpp_2m"):
             errs = []
             for steps in args.steps:
-                grid = make_grid(grid_name, 1000, steps, alphas_cumprod=process.alphas_cumprod)
-                out = SAMPLERS[name](den, basis, grid, process)
+                grid = make_timestep_grid(grid_name, 1000, steps, alphas_cumprod=process.alphas_cumprod)
+                out = SAMPLERS[name].fn(den, basis, grid, process)
                 a = out[1:] - out[0]  # rows: A^T
                 cov = a.T @ a
                 errs.append(float((cov / torch.outer(eigvals.sqrt(), eigvals.sqrt()) - torch.eye(args.dim,

@@ -5,54 +5,55 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ldmkit.samplers import GRIDS, make_generators, make_grid, randn
+from ldmkit.registry import ConfigError
+from ldmkit.samplers import GRIDS, make_generators, make_timestep_grid, randn
 from ldmkit.samplers.common import dynamic_threshold, postprocess_x0
 from ldmkit.types import Prediction
 
 
 def test_uniform_grid_values():
-    assert make_grid("uniform", 1000, 5).tolist() == [999, 749, 500, 250, 0]  # round(linspace(0, 999, 5))
-    assert make_grid("uniform", 1000, 1000).tolist() == list(range(999, -1, -1))
+    assert make_timestep_grid("uniform", 1000, 5).tolist() == [999, 749, 500, 250, 0]  # round(linspace(0, 999, 5))
+    assert make_timestep_grid("uniform", 1000, 1000).tolist() == list(range(999, -1, -1))
 
 
 def test_trailing_grid_values():
     # Lin et al. 2024, Table 2, trailing with T = 1000, 10 steps: 999, 899, ..., 99
-    assert make_grid("trailing", 1000, 10).tolist() == list(range(999, 0, -100))
+    assert make_timestep_grid("trailing", 1000, 10).tolist() == list(range(999, 0, -100))
 
 
 def test_quadratic_grid_values():
-    g = make_grid("quadratic", 1000, 10)
+    g = make_timestep_grid("quadratic", 1000, 10)
     expected = torch.round(torch.linspace(0, 999**0.5, 10, dtype=torch.float64) ** 2).long().flip(0)
     assert g.tolist() == expected.tolist()
 
 
 def test_logsnr_grid_is_even_in_log_snr(process):
-    g = make_grid("logsnr", 1000, 20, alphas_cumprod=process.alphas_cumprod)
+    g = make_timestep_grid("logsnr", 1000, 20, alphas_cumprod=process.alphas_cumprod)
     abar = process.alphas_cumprod[g]
     lam = 0.5 * torch.log(abar / (1 - abar))
     steps = lam[1:] - lam[:-1]
     assert g[0] == 999 and g[-1] == 0
     assert steps.min() > 0.5 * steps.mean() and steps.max() < 1.5 * steps.mean()
     with pytest.raises(ValueError, match="alphas_cumprod"):
-        make_grid("logsnr", 1000, 20)
+        make_timestep_grid("logsnr", 1000, 20)
 
 
 @pytest.mark.parametrize("name", sorted(GRIDS))
 @pytest.mark.parametrize("num_timesteps,num_steps", [(1000, 1), (1000, 7), (1000, 50), (100, 100), (10, 9)])
 def test_grids_are_strictly_decreasing_and_in_range(process, name, num_timesteps, num_steps):
     abar = torch.linspace(0.9999, 0.001, num_timesteps, dtype=torch.float64)
-    g = make_grid(name, num_timesteps, num_steps, alphas_cumprod=abar)
+    g = make_timestep_grid(name, num_timesteps, num_steps, alphas_cumprod=abar)
     assert g.dtype == torch.int64 and g.numel() == num_steps
     assert (g[1:] < g[:-1]).all() and g.min() >= 0 and g.max() <= num_timesteps - 1
 
 
 def test_grid_errors():
-    with pytest.raises(KeyError, match="valid grids"):
-        make_grid("cosine", 1000, 10)
+    with pytest.raises(ConfigError, match="unknown timestep grid 'cosine'; valid: logsnr, quadratic, trailing, uniform"):
+        make_timestep_grid("cosine", 1000, 10)
     with pytest.raises(ValueError, match="num_steps=0"):
-        make_grid("uniform", 1000, 0)
+        make_timestep_grid("uniform", 1000, 0)
     with pytest.raises(ValueError, match="num_steps=2000"):
-        make_grid("trailing", 1000, 2000)
+        make_timestep_grid("trailing", 1000, 2000)
 
 
 def test_per_sample_noise_depends_on_seed_only():

@@ -26,7 +26,7 @@ from sampler_oracles import gaussian_oracle, mixture_oracle
 
 from ldmkit.diffusion.process import GaussianProcess
 from ldmkit.diffusion.schedules import get_betas
-from ldmkit.samplers import SAMPLERS, make_grid
+from ldmkit.samplers import SAMPLERS, make_timestep_grid
 
 N = 10_000
 MC_FACTOR = 3.0
@@ -51,8 +51,8 @@ def tolerances(d: int, name: str) -> tuple[float, float]:
 def run(name, steps, grid, oracle, process, d, seed=0, **opts):
     g = torch.Generator().manual_seed(seed)
     x_T = torch.randn(N, d, generator=g, dtype=torch.float64)
-    timesteps = make_grid(grid, process.num_timesteps, steps, alphas_cumprod=process.alphas_cumprod)
-    return SAMPLERS[name](oracle, x_T, timesteps, process, generator=g, **opts)
+    timesteps = make_timestep_grid(grid, process.num_timesteps, steps, alphas_cumprod=process.alphas_cumprod)
+    return SAMPLERS[name].fn(oracle, x_T, timesteps, process, generator=g, **opts)
 
 
 # DDPM's 1000 steps on 10,000 samples are the slow part: on the Gaussian it runs once, at d = 8 (the

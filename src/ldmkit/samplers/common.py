@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
 from ldmkit.diffusion.parameterization import eps_from_x0
 from ldmkit.types import Cond, Prediction
 
-# callback(step, t, x, prediction): step = 0..K-1, t = the process timestep the step started from,
-# x = the state after the step, prediction = the denoiser output used by the step.
-Callback = Callable[[int, int, torch.Tensor, Prediction], None]
+# callback({"x": x, "i": i, "t": t, "prediction": pred}), once per step: i = 0..K-1, t = the process
+# timestep the step started from, x = the state after the step, prediction = the denoiser output the step
+# used. One dict, so that fields can be added without breaking callers.
+Callback = Callable[[dict[str, Any]], None]
 
 
 def check_grid(timesteps, num_timesteps: int, sampler: str) -> torch.Tensor:
@@ -28,6 +30,20 @@ def check_grid(timesteps, num_timesteps: int, sampler: str) -> torch.Tensor:
         raise ValueError(f"{sampler}: timesteps must lie in [0, {num_timesteps - 1}], got "
                          f"[{int(ts.min())}, {int(ts.max())}]")
     return ts
+
+
+def grid_steps(grid: torch.Tensor, alphas_cumprod: torch.Tensor) -> Iterator[tuple[int, int, float, float]]:
+    """``(i, t, abar_t, abar_next)`` for each step of a (checked) grid, in sampling order.
+
+    ``abar_next`` is the alpha-bar of the next grid entry, and 1 (the clean state) after the last one:
+    the grid's alpha-bars with a 1 appended (k-diffusion's ``append_zero`` for sigmas), so no sampler
+    re-derives the step after the last. Values are Python floats from the float64 table.
+    """
+    abar = torch.as_tensor(alphas_cumprod).detach().to(device="cpu", dtype=torch.float64)
+    ts = [int(t) for t in grid]
+    abars = abar[ts].tolist() + [1.0]
+    for i, t in enumerate(ts):
+        yield i, t, abars[i], abars[i + 1]
 
 
 def check_x(x_T: torch.Tensor, sampler: str) -> None:

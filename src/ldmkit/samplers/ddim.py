@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ldmkit.samplers.common import Callback, call_denoiser, check_grid, check_x, postprocess_x0
+from ldmkit.samplers.common import Callback, call_denoiser, check_grid, check_x, grid_steps, postprocess_x0
 from ldmkit.samplers.noise import Generators, randn_like
 from ldmkit.types import Cond
 
@@ -36,12 +36,9 @@ def sample_ddim(denoiser, x_T: torch.Tensor, timesteps, process, *, cond: Cond |
     check_x(x_T, "ddim")
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"ddim: eta={eta} must be in [0, 1]")
-    grid = check_grid(timesteps, process.num_timesteps, "ddim").tolist()
-    abar = process.alphas_cumprod.detach().cpu().double()
+    grid = check_grid(timesteps, process.num_timesteps, "ddim")
     x = x_T
-    for step, t in enumerate(grid):
-        abar_t = float(abar[t])
-        abar_s = float(abar[grid[step + 1]]) if step + 1 < len(grid) else 1.0
+    for i, t, abar_t, abar_s in grid_steps(grid, process.alphas_cumprod):
         pred = call_denoiser(denoiser, x, process, t, cond)
         pred = postprocess_x0(pred, x, abar_t, clip_denoised=clip_denoised,
                               dynamic_threshold_percentile=dynamic_threshold)
@@ -53,7 +50,7 @@ def sample_ddim(denoiser, x_T: torch.Tensor, timesteps, process, *, cond: Cond |
         if sigma > 0.0:
             x = x + sigma * randn_like(x, generator)
         if callback is not None:
-            callback(step, t, x, pred)
+            callback({"x": x, "i": i, "t": t, "prediction": pred})
     return x
 
 
@@ -71,13 +68,11 @@ def ddim_invert(denoiser, x0: torch.Tensor, timesteps, process, *, cond: Cond | 
     check_x(x0, "ddim_invert")
     if fixed_point_iters < 0:
         raise ValueError(f"ddim_invert: fixed_point_iters={fixed_point_iters} must be >= 0")
-    grid = check_grid(timesteps, process.num_timesteps, "ddim_invert").tolist()[::-1]  # increasing
-    abar = process.alphas_cumprod.detach().cpu().double()
+    grid = check_grid(timesteps, process.num_timesteps, "ddim_invert")
     x = x0
-    for step, t in enumerate(grid):
-        s = grid[step - 1] if step > 0 else None
-        abar_s = float(abar[s]) if s is not None else 1.0
-        abar_t = float(abar[t])
+    s = None  # the timestep of x: the clean state first, then the previous grid entry
+    # The sampler's steps t -> s in reverse order, each run as s -> t.
+    for i, (_, t, abar_t, abar_s) in enumerate(reversed(list(grid_steps(grid, process.alphas_cumprod)))):
         pred = call_denoiser(denoiser, x, process, s if s is not None else t, cond)
         eps = pred.eps
         x_next = x
@@ -88,6 +83,7 @@ def ddim_invert(denoiser, x0: torch.Tensor, timesteps, process, *, cond: Cond | 
             if it < fixed_point_iters:
                 eps = call_denoiser(denoiser, x_next, process, t, cond).eps
         x = x_next
+        s = t
         if callback is not None:
-            callback(step, t, x, pred)
+            callback({"x": x, "i": i, "t": t, "prediction": pred})
     return x

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ldmkit.samplers.common import Callback, call_denoiser, check_grid, check_x, postprocess_x0
+from ldmkit.samplers.common import Callback, call_denoiser, check_grid, check_x, grid_steps, postprocess_x0
 from ldmkit.samplers.noise import Generators, randn_like
 from ldmkit.types import Cond
 
@@ -35,15 +35,14 @@ def sample_ddpm(denoiser, x_T: torch.Tensor, timesteps, process, *, cond: Cond |
     grid = check_grid(timesteps, process.num_timesteps, "ddpm")
     if grid.numel() != process.num_timesteps:  # strictly decreasing within [0, T-1], so full <=> every step
         process = process.respace(grid.flip(0).tolist())
-    abar = process.alphas_cumprod.detach().cpu().double()
-    num = process.num_timesteps
     x = x_T
-    for step in range(num):
-        i = num - 1 - step
+    # Every timestep of the (respaced) process, T'-1 down to 0; the posterior needs no next alpha-bar.
+    chain = torch.arange(process.num_timesteps - 1, -1, -1)
+    for step, i, abar_i, _ in grid_steps(chain, process.alphas_cumprod):
         pred = call_denoiser(denoiser, x, process, i, cond)
         if variance_type.startswith("learned") and pred.var_output is None:
             raise ValueError(f"ddpm: variance_type={variance_type!r} needs a denoiser with learn_variance=True")
-        pred = postprocess_x0(pred, x, float(abar[i]), clip_denoised=clip_denoised,
+        pred = postprocess_x0(pred, x, abar_i, clip_denoised=clip_denoised,
                               dynamic_threshold_percentile=dynamic_threshold)
         t = torch.full((x.shape[0],), i, dtype=torch.int64, device=x.device)
         mean, variance, _ = process.p_mean_variance(pred, x, t, variance_type)
@@ -51,5 +50,5 @@ def sample_ddpm(denoiser, x_T: torch.Tensor, timesteps, process, *, cond: Cond |
         if i > 0:
             x = x + variance.sqrt().to(x_T.dtype) * randn_like(x, generator)
         if callback is not None:
-            callback(step, int(grid[step]), x, pred)
+            callback({"x": x, "i": step, "t": int(grid[step]), "prediction": pred})
     return x

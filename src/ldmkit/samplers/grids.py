@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ldmkit.registry import lookup
+
 
 def _check(num_timesteps: int, num_steps: int, name: str) -> None:
     if num_timesteps < 1:
@@ -74,7 +76,7 @@ def logsnr_grid(num_timesteps: int, num_steps: int, alphas_cumprod=None) -> torc
     """
     _check(num_timesteps, num_steps, "logsnr")
     if alphas_cumprod is None:
-        raise ValueError("logsnr grid: needs the schedule's alphas_cumprod (make_grid(..., alphas_cumprod=...))")
+        raise ValueError("logsnr grid: needs the schedule's alphas_cumprod (make_timestep_grid(..., alphas_cumprod=...))")
     abar = np.asarray(torch.as_tensor(alphas_cumprod, dtype=torch.float64).cpu(), dtype=np.float64)
     if abar.shape != (num_timesteps,):
         raise ValueError(f"logsnr grid: alphas_cumprod has shape {abar.shape}, expected ({num_timesteps},)")
@@ -91,19 +93,13 @@ def logsnr_grid(num_timesteps: int, num_steps: int, alphas_cumprod=None) -> torc
 
 GRIDS = {"uniform": uniform_grid, "quadratic": quadratic_grid, "trailing": trailing_grid, "logsnr": logsnr_grid}
 
-# The grid each sampler is best used with when the user names none. DPM-Solver++(2M) steps in log-SNR
-# and is unstable on a uniform-in-t grid with the linear schedule at 15-50 steps (its last steps are long
-# in lambda); see benchmarks/sampler_accuracy.py and docs/benchmarks.md.
-DEFAULT_GRID = {"ddpm": "uniform", "ddim": "uniform", "dpmpp_2m": "logsnr"}
 
-
-def make_grid(name: str, num_timesteps: int, num_steps: int, *, alphas_cumprod=None) -> torch.Tensor:
-    """The grid ``name`` (one of :data:`GRIDS`) with ``num_steps`` steps over ``num_timesteps``.
+def make_timestep_grid(name: str, num_timesteps: int, num_steps: int, *, alphas_cumprod=None) -> torch.Tensor:
+    """The timestep grid ``name`` (one of :data:`GRIDS`) with ``num_steps`` steps over ``num_timesteps``.
 
     ``alphas_cumprod`` (``[T]``) is needed by the ``logsnr`` grid only.
     """
-    if name not in GRIDS:
-        raise KeyError(f"unknown timestep grid {name!r}; valid grids: {sorted(GRIDS)}")
-    if name == "logsnr":
+    grid_fn = lookup(GRIDS, name, "timestep grid")
+    if grid_fn is logsnr_grid:
         return logsnr_grid(num_timesteps, num_steps, alphas_cumprod)
-    return GRIDS[name](num_timesteps, num_steps)
+    return grid_fn(num_timesteps, num_steps)
