@@ -51,14 +51,11 @@ class SamplerSpec:
         fn: the sampler function (signature in this module's docstring).
         grid: its default timestep grid, a name in :data:`GRIDS`.
         options: the names in :data:`MODEL_OPTIONS` it accepts as keyword arguments.
-        all_steps: by default it runs every timestep of the process (DDPM's ancestral chain), not the
-            run config's step count; an explicit step count still respaces it.
     """
 
     fn: Callable
     grid: str
     options: tuple[str, ...]
-    all_steps: bool = False
 
     def __post_init__(self):
         if self.grid not in GRIDS:
@@ -71,8 +68,7 @@ class SamplerSpec:
 # DPM-Solver++(2M) steps in log-SNR: on its ``logsnr`` grid it is 10x more accurate than DDIM at 10-50
 # steps (benchmarks/sampler_accuracy.py, docs/benchmarks.md).
 SAMPLERS = {
-    "ddpm": SamplerSpec(sample_ddpm, "uniform", ("variance_type", "clip_denoised", "dynamic_threshold"),
-                        all_steps=True),
+    "ddpm": SamplerSpec(sample_ddpm, "uniform", ("variance_type", "clip_denoised", "dynamic_threshold")),
     "ddim": SamplerSpec(sample_ddim, "uniform", ("eta", "clip_denoised", "dynamic_threshold")),
     "dpmpp_2m": SamplerSpec(sample_dpmpp_2m, "logsnr", ("clip_denoised", "dynamic_threshold")),
 }
