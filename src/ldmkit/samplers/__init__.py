@@ -65,7 +65,7 @@ class SamplerSpec:
             raise ValueError(f"SamplerSpec: options {unknown} not in {MODEL_OPTIONS}")
 
 
-# DPM-Solver++(2M) steps in log-SNR: on its ``logsnr`` grid it is 10x more accurate than DDIM at 10-50
+# DPM-Solver++(2M) steps in log-SNR: on its ``logsnr`` grid it is 8-24x more accurate than DDIM at 10-50
 # steps (benchmarks/sampler_accuracy.py, docs/benchmarks.md).
 SAMPLERS = {
     "ddpm": SamplerSpec(sample_ddpm, "uniform", ("variance_type", "clip_denoised", "dynamic_threshold")),

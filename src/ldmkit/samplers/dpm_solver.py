@@ -42,12 +42,13 @@ def sample_dpmpp_2m(denoiser, x_T: torch.Tensor, timesteps, process, *, cond: Co
        diffusers do; the second-order correction is undefined at h = inf).
 
     With ``lower_order_final`` (default) the step into the last grid entry is first order too, at every
-    step count (the authors' and diffusers' implementations do so below 15 steps only). On a grid uniform
-    in t the last steps are long in lambda (linear schedule, 20 steps: h = 2.9 into t = 0 after
-    h = 0.68), so ``r = h_prev / h`` is small there and the second-order extrapolation overshoots: with
-    the rule below 15 steps only, 20 uniform steps were less accurate than 10 (docs/benchmarks.md). With
-    it the error falls with the step count on every grid (tests/samplers/test_solvers.py). On the
-    ``logsnr`` grid, where ``r`` = 1 throughout, the first-order last step costs little.
+    step count (this sampler, like diffusers' ``lower_order_final``, used to do so below 15 steps only).
+    On a grid uniform in t the last steps are long in lambda (linear schedule, 20 steps: h = 2.92 into
+    t = 0 after h = 0.66), so ``r = h_prev / h`` is small there and the second-order extrapolation
+    overshoots: with the rule below 15 steps only, 20 uniform steps were less accurate than 10. With it
+    the error falls with the step count on every grid (tests/samplers/test_solvers.py); it costs little
+    on the ``logsnr`` grid (``r`` = 1 throughout) and some accuracy on ``trailing``, whose last step is
+    short (docs/benchmarks.md).
 
     The solver is deterministic; ``generator`` is accepted for the common signature and unused.
     """
