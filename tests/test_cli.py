@@ -6,6 +6,7 @@ import json
 import math
 import re
 import shlex
+import shutil
 
 import numpy as np
 import pytest
@@ -60,8 +61,6 @@ def test_train_errors(run_dir, capsys):
 
 
 def test_resume_extends_the_run(run_dir, capsys):
-    import shutil
-
     run = run_dir / "run2"
     shutil.copytree(run_dir / "run", run)
     assert main(["train", str(run_dir / "tiny.yaml"), "--out", str(run), "--resume", "--train.max_steps=6",
@@ -105,13 +104,22 @@ def test_other_samplers(run_dir, tmp_path, sampler):
 
 
 def test_sample_errors(run_dir, tmp_path, capsys):
-    assert main(["sample", str(run_dir / "run"), "--sampler", "euler"]) == 1
-    assert "unknown sampler 'euler'; valid: ddim, ddpm, dpmpp_2m" in capsys.readouterr().err
-    assert main(["sample", str(run_dir / "run"), "--labels", "12"]) == 1
-    assert "classes must lie in [0, 9]" in capsys.readouterr().err
+    # usage errors (the user's arguments or paths) exit 2
+    assert main(["sample", str(run_dir / "run"), "--sampler", "euler"]) == 2
+    assert "--sampler: unknown sampler 'euler'; valid: ddim, ddpm, dpmpp_2m" in capsys.readouterr().err
+    assert main(["sample", str(run_dir / "run"), "--labels", "12"]) == 2
+    assert "--labels: classes must lie in [0, 9]" in capsys.readouterr().err
+    assert main(["sample", str(run_dir / "run"), "--steps", "41"]) == 2
+    assert "--steps=41: must be in [1, 40]" in capsys.readouterr().err
     (tmp_path / "model.ckpt").write_bytes(b"\x80\x04pickle")
-    assert main(["sample", str(tmp_path / "model.ckpt")]) == 1
+    assert main(["sample", str(tmp_path / "model.ckpt")]) == 2
     assert "pickle checkpoints are not loaded" in capsys.readouterr().err
+    # a checkpoint whose content is corrupted is a runtime error: exit 1
+    bad = tmp_path / "bad"
+    shutil.copytree(run_dir / "run" / "checkpoints" / "step_0000004", bad)
+    (bad / "ema.safetensors").write_bytes(b"not a safetensors file")
+    assert main(["sample", str(bad), "-n", "1"]) == 1
+    assert "ema.safetensors" in capsys.readouterr().err
 
 
 def test_nll(run_dir, capsys):
@@ -123,5 +131,5 @@ def test_nll(run_dir, capsys):
 
 
 def test_info_errors(tmp_path, capsys):
-    assert main(["info", str(tmp_path)]) == 1
-    assert "neither a checkpoint folder" in capsys.readouterr().err
+    assert main(["info", str(tmp_path)]) == 2
+    assert "CKPT_DIR: " in (err := capsys.readouterr().err) and "neither a checkpoint folder" in err

@@ -2,7 +2,9 @@
 
 Each command lives in ``ldmkit.commands.<name>`` and exposes ``add_parser(subparsers)``, which
 registers its sub-parser and sets ``func`` to a ``run(args) -> int`` function. Command modules import
-heavy dependencies inside ``run`` so that ``ldmkit --help`` stays fast.
+heavy dependencies inside ``run`` so that ``ldmkit --help`` stays fast. ``run`` reports failure by raising;
+:func:`ldmkit.commands._common.run_command` maps the exception to the one exit-code policy (usage 2,
+runtime 1) and prints ``error: ...``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import sys
 
 from ldmkit.commands import COMMAND_MODULES
+from ldmkit.commands._common import EXIT_USAGE, run_command
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -32,24 +35,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, run one command and return its exit code (policy: ``ldmkit.commands._common``).
+
+    Argument errors return 2 (argparse's message names the argument) instead of raising ``SystemExit``.
+    """
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        # Commands that accept dotted overrides (--train.lr=2e-4) declare `accepts_overrides`.
+        if extra and not getattr(args, "accepts_overrides", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed by argparse
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command is None:
         parser.print_help()
-        return 2
-    # Commands that accept dotted overrides (--train.lr=2e-4) declare `accepts_overrides`.
-    if extra and not getattr(args, "accepts_overrides", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return EXIT_USAGE
     args.overrides = extra
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # e.g. `ldmkit info RUN | head`: the reader went away, not an error of ours
-        sys.stderr.close()
-        return 0
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

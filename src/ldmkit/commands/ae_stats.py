@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+from ldmkit.commands._common import positive_int
 
 DESCRIPTION = """\
 Encode a sample of the autoencoder's training data, compute scale_factor = 1 / std of all latent
@@ -15,43 +15,36 @@ def add_parser(sub, formatter_class):
     p = sub.add_parser("ae-stats", help="measure and store an autoencoder's latent scale factor",
                        description=DESCRIPTION, formatter_class=formatter_class)
     p.add_argument("ckpt", metavar="CKPT_DIR", help="autoencoder checkpoint folder or run folder")
-    p.add_argument("--num-images", type=int, default=5000, help="images encoded for the statistics")
+    p.add_argument("--num-images", type=positive_int, default=5000, help="images encoded for the statistics")
     p.add_argument("--split", default=None, help="data split (default: the config's training split)")
     p.add_argument("--posterior", choices=("sample", "mode"), default="sample",
                    help="KL models: statistics of posterior samples (Rombach et al.) or of the mean")
     p.add_argument("--seed", type=int, default=0, help="seed of the image subset and posterior samples")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     import json
+    from pathlib import Path
 
     import torch
 
-    from ldmkit.autoencoders.checkpoint import load_autoencoder, write_scale_factor
-    from ldmkit.autoencoders.config import ConfigError, load_config
-    from ldmkit.pipelines import autoencoder_images
+    from ldmkit.autoencoders.checkpoint import write_scale_factor
+    from ldmkit.autoencoders.config import load_config
+    from ldmkit.commands._common import device, load_autoencoder
     from ldmkit.latent import measure_scale_factor
-    from ldmkit.training.checkpoint import CheckpointError
+    from ldmkit.pipelines import autoencoder_images
 
-    try:
-        ae, meta = load_autoencoder(args.ckpt, args.device)
-        cfg = load_config(None, data=meta["config"])
-        images = autoencoder_images(cfg, args.split)
-        if args.num_images < 1:
-            raise ValueError(f"--num-images must be >= 1, got {args.num_images}")
-        g = torch.Generator().manual_seed(args.seed)
-        idx = torch.randperm(len(images), generator=g)[: args.num_images]
-        scale, stats = measure_scale_factor(ae, images[idx], args.posterior, args.batch_size, generator=g,
-                                            device=args.device)
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"ldmkit ae-stats: error: {e}", file=sys.stderr)
-        return 2
+    dev = device(args.device)
+    ae, meta = load_autoencoder(args.ckpt, dev)
+    cfg = load_config(None, data=meta["config"])
+    images = autoencoder_images(cfg, args.split)
+    g = torch.Generator().manual_seed(args.seed)
+    idx = torch.randperm(len(images), generator=g)[: args.num_images]
+    scale, stats = measure_scale_factor(ae, images[idx], args.posterior, args.batch_size, generator=g, device=dev)
     stats.update({"split": args.split or cfg.data.split, "seed": args.seed})
-    from pathlib import Path
-
     write_scale_factor(Path(meta["folder"]), scale, stats)
     print(json.dumps({"checkpoint": meta["folder"], "scale_factor": scale, **stats}, indent=2))
     return 0

@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 import time
+
+from ldmkit.commands._common import add_sampling_arguments, non_negative_int, positive_int
 
 
 def add_parser(sub, formatter_class) -> None:
     p = sub.add_parser("bench", help="train and sampling throughput (img/s) of a checkpoint",
                        description=__doc__, formatter_class=formatter_class)
     p.add_argument("checkpoint", metavar="CKPT_DIR", help="checkpoint folder, or run folder (latest checkpoint)")
-    p.add_argument("--batch-size", type=int, default=None, help="training batch (default: the run's)")
-    p.add_argument("--train-steps", type=int, default=5, help="timed optimizer steps")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps before each measurement")
-    p.add_argument("--sample-n", type=int, default=64, help="images to sample in the timed run")
-    p.add_argument("--sample-batch-size", type=int, default=64)
-    p.add_argument("--sampler", default="ddim")
-    p.add_argument("--steps", type=int, default=50, help="sampling steps")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="training batch (default: the run's)")
+    p.add_argument("--train-steps", type=positive_int, default=5, help="timed optimizer steps")
+    p.add_argument("--warmup", type=non_negative_int, default=1, help="untimed steps before each measurement")
+    p.add_argument("--sample-n", type=positive_int, default=64, help="images to sample in the timed run")
+    p.add_argument("--sample-batch-size", type=positive_int, default=64)
+    add_sampling_arguments(p, eta=False, guidance=False)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -36,15 +36,15 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def measure_train(loaded, batch_size: int, steps: int, warmup: int, device) -> float:
-    """Images per second of full training steps on real data batches."""
+def measure_train(loaded, model, batch_size: int, steps: int, warmup: int, device) -> float:
+    """Images per second of full training steps of ``model`` (a copy of the loaded denoiser) on real data."""
     import torch
 
     from ldmkit import pipelines
     cfg = loaded.config
     data = pipelines.build_data(cfg)
     loss_fn = pipelines.make_loss_fn(cfg, loaded.process, loaded.space)
-    model = loaded.denoiser.train()
+    model = model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     gen = torch.Generator().manual_seed(0)
 
@@ -70,12 +70,11 @@ def measure_train(loaded, batch_size: int, steps: int, warmup: int, device) -> f
 
 def measure_sampling(loaded, n: int, batch_size: int, sampler: str, steps: int, warmup: int, device) -> float:
     """Images per second of ``pipelines.generate`` (decode included)."""
-    import torch
-
     from ldmkit import pipelines
+    from ldmkit.commands._common import class_labels
     cfg = loaded.config
     model = loaded.denoiser.eval()
-    labels = None if cfg.unet.num_classes is None else torch.arange(n) % cfg.unet.num_classes
+    labels = class_labels(None, n, cfg.unet.num_classes)
 
     def go(count: int) -> None:
         pipelines.generate(model, loaded.process, cfg, n=count, space=loaded.space, sampler=sampler, steps=steps,
@@ -95,24 +94,19 @@ def run(args) -> int:
 
     import torch
 
-    from ldmkit import pipelines
-    try:
-        loaded = pipelines.load_model(args.checkpoint, device=args.device)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from ldmkit.commands._common import device, load_model, sampling_settings
+    dev = device(args.device)
+    loaded = load_model(args.checkpoint, device=dev)
+    s = sampling_settings(args, loaded.config.sample, loaded.process.num_timesteps)
     batch_size = args.batch_size or loaded.config.train.batch_size
     n_params = sum(p.numel() for p in loaded.denoiser.parameters())
-    sampling = measure_sampling(loaded, args.sample_n, args.sample_batch_size, args.sampler, args.steps,
-                                args.warmup, args.device)
-    train_copy = copy.copy(loaded)
-    train_copy.denoiser = copy.deepcopy(loaded.denoiser)
-    train = measure_train(train_copy, batch_size, args.train_steps, args.warmup, args.device)
+    sampling = measure_sampling(loaded, args.sample_n, args.sample_batch_size, s.sampler, s.steps, args.warmup, dev)
+    train = measure_train(loaded, copy.deepcopy(loaded.denoiser), batch_size, args.train_steps, args.warmup, dev)
     result = {
         "train_img_per_s": train, "sample_img_per_s": sampling,
         "settings": {"checkpoint": str(loaded.path), "step": loaded.step, "params": n_params,
                      "train_batch_size": batch_size, "train_steps_timed": args.train_steps,
-                     "sampler": args.sampler, "sampling_steps": args.steps, "sample_n": args.sample_n,
+                     "sampler": s.sampler, "sampling_steps": s.steps, "sample_n": args.sample_n,
                      "sample_batch_size": args.sample_batch_size, "first_stage": loaded.config.first_stage,
                      "device": str(args.device), "torch_threads": torch.get_num_threads(),
                      "torch": torch.__version__, "machine": platform.platform()},
@@ -121,7 +115,7 @@ def run(args) -> int:
         print(json.dumps(result))
         return 0
     print(f"train     {train:10.2f} img/s  (batch {batch_size}, {args.train_steps} steps)")
-    print(f"sampling  {sampling:10.2f} img/s  ({args.sampler}, {args.steps} steps, {args.sample_n} images)")
+    print(f"sampling  {sampling:10.2f} img/s  ({s.sampler}, {s.steps} steps, {args.sample_n} images)")
     for k, v in result["settings"].items():
         print(f"  {k}: {v}")
     return 0

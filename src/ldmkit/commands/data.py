@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from ldmkit.commands._common import EXIT_RUNTIME, EXIT_USAGE, positive_int
+
 SOURCES = ("fashion-mnist", "shapes")
 EXAMPLES = """examples:
   ldmkit data info fashion-mnist
@@ -16,7 +18,7 @@ def add_parser(sub, formatter_class):
     p = sub.add_parser("data", help="inspect and check datasets", formatter_class=formatter_class,
                        description="Inspect and check datasets.")
     actions = p.add_subparsers(dest="data_command", metavar="ACTION")
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    p.set_defaults(func=lambda args: (p.print_help(), EXIT_USAGE)[1])
     info = actions.add_parser(
         "info", help="count, size, channels, labels and captions of a dataset; optional preview grid",
         formatter_class=formatter_class, epilog=EXAMPLES,
@@ -28,35 +30,32 @@ def add_parser(sub, formatter_class):
     info.add_argument("--root", default=None, help="Fashion-MNIST directory (default: $LDMKIT_FMNIST_DIR or "
                                                    "/usr/share/datasets/fashion-mnist)")
     info.add_argument("--grid", metavar="FILE", default=None, help="write a preview grid PNG of the first N images")
-    info.add_argument("--n", type=int, default=64, help="images in the preview grid")
-    info.add_argument("--nrow", type=int, default=8, help="images per grid row")
-    info.add_argument("--scale", type=int, default=1, help="enlarge the grid by this factor (nearest neighbour)")
+    info.add_argument("--n", type=positive_int, default=64, help="images in the preview grid")
+    info.add_argument("--nrow", type=positive_int, default=8, help="images per grid row")
+    info.add_argument("--scale", type=positive_int, default=1,
+                      help="enlarge the grid by this factor (nearest neighbour)")
     info.add_argument("--captions", type=int, default=5, help="captions to print")
     info.add_argument("--boxes", action="store_true", help="shapes: outline each object's box on the grid")
-    info.add_argument("--size", type=int, default=None,
+    info.add_argument("--size", type=positive_int, default=None,
                       help="resize + center-crop folder images (and shapes) to this size; folder grids default to 64")
     info.add_argument("--channels", type=int, default=3, choices=(1, 3), help="channels for folder images")
     info.add_argument("--skip-bad", action="store_true", help="folder: report bad files but exit 0")
-    info.add_argument("--max-pixels", type=int, default=64_000_000, help="folder: refuse images with more pixels")
+    info.add_argument("--max-pixels", type=positive_int, default=64_000_000, help="folder: refuse images with more pixels")
     info.add_argument("--labels", choices=("auto", "yes", "no"), default="auto",
                       help="folder: labels from sub-folder names")
     info.add_argument("--seed", type=int, default=0, help="shapes: generator seed")
-    info.add_argument("--length", type=int, default=50_000, help="shapes: dataset length to report")
+    info.add_argument("--length", type=positive_int, default=50_000, help="shapes: dataset length to report")
     info.set_defaults(func=run_info)
 
 
 def run_info(args) -> int:
-    from ldmkit.data import BadImageError
-
-    try:
-        if args.source == "fashion-mnist":
-            return _info_fashion_mnist(args)
-        if args.source == "shapes":
-            return _info_shapes(args)
-        return _info_folder(args)
-    except (BadImageError, FileNotFoundError, NotADirectoryError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    """Exit 1 when a folder holds bad files (unless --skip-bad); errors follow the CLI's exit-code policy
+    (a missing folder or a bad option: 2; an unreadable file: 1)."""
+    if args.source == "fashion-mnist":
+        return _info_fashion_mnist(args)
+    if args.source == "shapes":
+        return _info_shapes(args)
+    return _info_folder(args)
 
 
 def _print_classes(names, counts=None) -> None:
@@ -158,7 +157,7 @@ def _info_folder(args) -> int:
     if ds.bad_files:
         verdict = "skipped (--skip-bad)" if args.skip_bad else "fix or remove them, or pass --skip-bad"
         print(f"{len(ds.bad_files)} bad image file(s): {verdict}", file=sys.stderr)
-        return 0 if args.skip_bad else 1
+        return 0 if args.skip_bad else EXIT_RUNTIME
     return 0
 
 

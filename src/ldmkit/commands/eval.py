@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from ldmkit.commands._common import UsageError, add_sampling_arguments, positive_int
 
 EPILOG = """\
 examples:
@@ -36,7 +37,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kid-subset-size", type=int, default=1000)
     p.add_argument("--kid-seed", type=int, default=0)
     p.add_argument("--is-splits", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=500, help="feature-extraction batch size")
+    p.add_argument("--batch-size", type=positive_int, default=500, help="feature-extraction batch size")
     p.add_argument("--cache-dir", default=None, help="reference-statistics cache (default $LDMKIT_CACHE_DIR "
                    "or ~/.cache/ldmkit/metrics)")
     p.add_argument("--no-cache", action="store_true", help="recompute reference statistics, write no cache")
@@ -59,15 +60,13 @@ def add_parser(sub, formatter_class) -> None:
     q = sub.add_parser("eval", help="sample from a checkpoint and score the samples",
                        description=__doc__, epilog=EPILOG, formatter_class=formatter_class)
     q.add_argument("checkpoint", metavar="CKPT_DIR", help="checkpoint folder, or run folder (latest checkpoint)")
-    q.add_argument("-n", "--num-samples", type=int, default=10_000)
-    q.add_argument("--sampler", default="ddim", help="ddpm, ddim or dpmpp_2m")
-    q.add_argument("--steps", type=int, default=50, help="sampling steps (0 = all T)")
-    q.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
+    q.add_argument("-n", "--num-samples", type=positive_int, default=10_000)
+    add_sampling_arguments(q)
     q.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
-    q.add_argument("--guidance-scale", type=float, default=1.0)
-    q.add_argument("--sample-batch-size", type=int, default=250)
+    q.add_argument("--sample-batch-size", type=positive_int, default=250)
     q.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
-    q.add_argument("--save-samples", default=None, help="also write the samples (uint8) and seeds to this .npz")
+    q.add_argument("--save-samples", default=None,
+                   help="also write the samples to this .npz: uint8 images [N, H, W, C], labels, seeds")
     _add_common(q)
     q.set_defaults(func=run_checkpoint)
 
@@ -99,11 +98,6 @@ def _score(images, args, generation: dict | None, value_range=None) -> int:
     return 0
 
 
-def _fail(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
-
-
 def _save_reference(images, args, value_range) -> int:
     from ldmkit.metrics.features import get_extractor
     from ldmkit.metrics.reference import stats_from_images
@@ -118,50 +112,49 @@ def _save_reference(images, args, value_range) -> int:
 
 def run_images(args) -> int:
     from ldmkit.metrics.evaluate import load_images, parse_metrics
+    args.metrics = parse_metrics(args.metrics)
+    value_range = _value_range(args.value_range)
+    images, info = load_images(args.path, args.key)
+    if args.save_reference:
+        return _save_reference(images, args, value_range)
+    return _score(images, args, info, value_range)
+
+
+def _value_range(text: str | None) -> tuple[float, float] | None:
+    if not text:
+        return None
     try:
-        args.metrics = parse_metrics(args.metrics)
-        value_range = None
-        if args.value_range:
-            lo, hi = (float(v) for v in args.value_range.split(","))
-            value_range = (lo, hi)
-        images, info = load_images(args.path, args.key)
-        if args.save_reference:
-            return _save_reference(images, args, value_range)
-        return _score(images, args, info, value_range)
-    except (ValueError, FileNotFoundError) as e:
-        return _fail(str(e))
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--value-range: expected 'LOW,HIGH' such as '0,1', got {text!r}") from None
+    if not lo < hi:
+        raise UsageError(f"--value-range: LOW must be below HIGH, got {text!r}")
+    return lo, hi
 
 
 def run_checkpoint(args) -> int:
-    import numpy as np
-    import torch
+    from tqdm import tqdm
 
     from ldmkit import pipelines
+    from ldmkit.commands._common import class_labels, device, load_model, sampling_settings, save_samples_npz
     from ldmkit.metrics.evaluate import parse_metrics
-    try:
-        args.metrics = parse_metrics(args.metrics)
-        loaded = pipelines.load_model(args.checkpoint, ema=not args.no_ema, device=args.device)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        return _fail(str(e))
+
+    args.metrics = parse_metrics(args.metrics)
+    loaded = load_model(args.checkpoint, ema=not args.no_ema, device=device(args.device))
     cfg = loaded.config
-    labels = None
-    if cfg.unet.num_classes is not None:   # class-balanced labels: image i gets class i mod K
-        labels = torch.arange(args.num_samples) % cfg.unet.num_classes
-    from tqdm import tqdm
+    s = sampling_settings(args, cfg.sample, loaded.process.num_timesteps)
+    labels = class_labels(None, args.num_samples, cfg.unet.num_classes)  # class-balanced: image i gets i mod K
     with tqdm(total=args.num_samples, desc="sampling", unit="img", disable=args.json) as bar:
         images = pipelines.generate(loaded.denoiser, loaded.process, cfg, n=args.num_samples, space=loaded.space,
-                                    sampler=args.sampler, steps=args.steps or None, eta=args.eta, seed=args.seed,
-                                    labels=labels, guidance_scale=args.guidance_scale,
+                                    sampler=s.sampler, steps=s.steps, eta=s.eta, seed=args.seed,
+                                    labels=labels, guidance_scale=s.guidance_scale,
                                     batch_size=args.sample_batch_size, progress=bar.update)
     generation = {"checkpoint": str(loaded.path), "step": loaded.step, "weights": "raw" if args.no_ema else "ema",
-                  "sampler": args.sampler, "steps": args.steps or loaded.process.num_timesteps, "eta": args.eta,
+                  "sampler": s.sampler, "steps": s.steps, "eta": s.eta,
                   "seeds": f"{args.seed}..{args.seed + args.num_samples - 1} (image i: seed + i)",
-                  "guidance_scale": args.guidance_scale,
+                  "guidance_scale": s.guidance_scale,
                   "labels": None if labels is None else f"i mod {cfg.unet.num_classes}"}
     if args.save_samples:
-        u8 = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-        np.savez_compressed(args.save_samples, images=u8, seeds=np.arange(args.seed, args.seed + args.num_samples))
-    try:
-        return _score(images, args, generation)
-    except (ValueError, FileNotFoundError) as e:
-        return _fail(str(e))
+        save_samples_npz(args.save_samples, images, labels=labels,
+                         seeds=range(args.seed, args.seed + args.num_samples))
+    return _score(images, args, generation)

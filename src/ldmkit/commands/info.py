@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 
 def add_parser(sub, formatter_class):
     p = sub.add_parser("info", help="show a checkpoint's config, parameter count and step",
@@ -13,18 +11,18 @@ def add_parser(sub, formatter_class):
 
 
 def run(args) -> int:
+    from ldmkit.commands._common import checkpoint_folder
     from ldmkit.config import ConfigError, config_from_data, dump_yaml
     from ldmkit.training import checkpoint as ckpt_io
 
+    ckpt = checkpoint_folder(args.checkpoint)
+    meta = ckpt_io.load_checkpoint_config(ckpt)
     try:
-        ckpt = ckpt_io.resolve_checkpoint(args.checkpoint)
-        meta = ckpt_io.load_checkpoint_config(ckpt)
         cfg = config_from_data(meta["config"], source=str(ckpt / "config.json"))
-        weights = ckpt_io.read_tensors(ckpt / "model.safetensors")
-        state = ckpt_io.read_json(ckpt / "state.json") if (ckpt / "state.json").is_file() else {}
-    except (ckpt_io.CheckpointError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except ConfigError as e:  # the stored config, not the user's: a checkpoint problem (exit 1)
+        raise ckpt_io.CheckpointError(str(e)) from e
+    weights = ckpt_io.read_tensors(ckpt / "model.safetensors")
+    state = ckpt_io.read_json(ckpt / "state.json") if (ckpt / "state.json").is_file() else {}
     train = state.get("train", {})
     params = sum(t.numel() for t in weights.values())
     size = sum(p.stat().st_size for p in ckpt.iterdir() if p.is_file())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ldmkit.commands._common import positive_int
+
 
 def add_parser(sub, formatter_class):
     p = sub.add_parser("schedule", help="inspect noise schedules (plot alpha-bar and SNR)",
@@ -17,7 +19,7 @@ def add_parser(sub, formatter_class):
     plot.add_argument("names", nargs="+", metavar="NAME",
                       help="schedule names: linear, cosine, scaled_linear, sigmoid")
     plot.add_argument("-o", "--output", default="schedules.png", help="PNG file to write")
-    plot.add_argument("-T", "--num-timesteps", type=int, default=1000, help="number of diffusion steps T")
+    plot.add_argument("-T", "--num-timesteps", type=positive_int, default=1000, help="number of diffusion steps T")
     plot.add_argument("--rescale-zero-terminal-snr", action="store_true",
                       help="apply Lin et al. 2024 zero-terminal-SNR rescaling to every schedule")
     plot.set_defaults(func=run_plot)
@@ -30,19 +32,14 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def run_plot(args) -> int:
-    import sys
-
     import numpy as np
 
     from ldmkit.diffusion.schedules import get_betas, plot_schedules
 
-    try:
-        tables = {n: np.cumprod(1.0 - get_betas(n, args.num_timesteps,
-                                                rescale_zero_terminal_snr=args.rescale_zero_terminal_snr))
-                  for n in args.names}
-    except ValueError as e:
-        print(f"ldmkit schedule plot: {e}", file=sys.stderr)
-        return 2
+    # before drawing anything: an unknown name is a ConfigError (exit 2)
+    tables = {n: np.cumprod(1.0 - get_betas(n, args.num_timesteps,
+                                            rescale_zero_terminal_snr=args.rescale_zero_terminal_snr))
+              for n in args.names}
     path = plot_schedules(args.names, args.output, num_timesteps=args.num_timesteps,
                           rescale_zero_terminal_snr=args.rescale_zero_terminal_snr)
     for name, abar in tables.items():
