@@ -39,6 +39,14 @@ def test_registry_names_and_errors():
         SamplerSpec(SAMPLERS["ddim"].fn, "uniform", ("guidance",))
 
 
+def test_config_sampler_is_validated_by_the_registry():
+    from ldmkit.config import SampleConfig, from_dict
+
+    assert from_dict(SampleConfig, {"sampler": "dpmpp_2m"}).sampler == "dpmpp_2m"
+    with pytest.raises(ConfigError, match="unknown sample.sampler 'dpm'; valid: ddim, ddpm, dpmpp_2m"):
+        from_dict(SampleConfig, {"sampler": "dpm"})
+
+
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_registered_options_are_accepted_and_complete(name):
     """Each spec names exactly the model-derived options its function takes as keywords."""
