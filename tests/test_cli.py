@@ -133,3 +133,97 @@ def test_nll(run_dir, capsys):
 def test_info_errors(tmp_path, capsys):
     assert main(["info", str(tmp_path)]) == 2
     assert "CKPT_DIR: " in (err := capsys.readouterr().err) and "neither a checkpoint folder" in err
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["demo", "-n", "0"], "argument -n/--num: must be >= 1, got 0"),
+    (["data", "info", "shapes", "--n", "0"], "argument --n: must be >= 1"),
+    (["train-ae", "configs/ae_kl_f4_fmnist.yaml", "--out", "{tmp}/ae", "--train.max_stepz=1"], "train.max_stepz"),
+    (["ae-stats", "{run}", "--num-images", "0"], "argument --num-images: must be >= 1"),
+    (["schedule", "plot", "linear", "-T", "0"], "argument -T/--num-timesteps: must be >= 1"),
+    (["schedule", "plot", "lineer", "-o", "{tmp}/s.png"], "'lineer'"),
+    (["train", "{cfg}", "--out", "{tmp}/t", "--train.lrr=1"], "train.lrr: unknown key"),
+    (["sample", "{run}", "--steps", "0"], "argument --steps: must be >= 1"),
+    (["sample", "{run}", "--device", "cudx"], "--device='cudx'"),
+    (["nll", "{run}", "-n", "0"], "argument -n/--num: must be >= 1"),
+    (["info", "{tmp}/missing"], "CKPT_DIR: "),
+    (["eval-images", "{tmp}/x.npz", "--value-range", "1"], "--value-range: expected 'LOW,HIGH'"),
+    (["eval", "{run}", "--sample-batch-size", "0"], "argument --sample-batch-size: must be >= 1"),
+    (["eval", "{run}", "--sampler", "euler", "--metrics", "fid"], "--sampler: unknown sampler 'euler'"),
+    (["bench", "{run}", "--warmup", "-1"], "argument --warmup: must be >= 0"),
+    (["bench", "{run}", "--steps", "1000"], "--steps=1000: must be in [1, 40]"),
+])
+def test_every_command_exits_2_on_a_bad_argument_and_names_it(run_dir, tmp_path, capsys, argv, names):
+    fill = {"run": str(run_dir / "run"), "cfg": str(run_dir / "tiny.yaml"), "tmp": str(tmp_path)}
+    assert main([a.format(**fill) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert names in err, err
+    assert "Traceback" not in err
+
+
+def test_exit_code_policy():
+    from ldmkit.commands._common import UsageError, exit_code, run_command
+    from ldmkit.data import BadImageError
+    from ldmkit.registry import ConfigError
+    from ldmkit.training import CheckpointError, NonFiniteError, RunFolderError, TrainingError
+
+    usage = [UsageError("x"), ConfigError("x"), ValueError("x"), FileNotFoundError("x"), RunFolderError("x")]
+    runtime = [CheckpointError("x"), TrainingError("x"), NonFiniteError("x"), BadImageError("a.png", "x"),
+               RuntimeError("x"), OSError("x")]
+    assert [exit_code(e) for e in usage] == [2] * len(usage)
+    assert [exit_code(e) for e in runtime] == [1] * len(runtime)
+    assert exit_code(TypeError("a bug")) is None
+
+    def boom(args):
+        raise TypeError("a bug")
+
+    with pytest.raises(TypeError):  # bugs keep their traceback
+        run_command(boom, None)
+
+
+def test_steps_is_the_number_of_denoiser_calls_for_every_sampler(run_dir, tmp_path, monkeypatch, capsys):
+    # TINY's sample.steps is 3 (T = 40): every sampler, ddpm included, makes 3 denoiser calls by default,
+    # and --steps K makes K.
+    from ldmkit.denoiser import Denoiser
+
+    calls = []
+    forward = Denoiser.forward
+    monkeypatch.setattr(Denoiser, "forward", lambda self, *a, **k: calls.append(1) or forward(self, *a, **k))
+    for sampler in ("ddpm", "ddim", "dpmpp_2m"):
+        for steps, expected in ((None, 3), ("5", 5)):
+            calls.clear()
+            argv = ["sample", str(run_dir / "run"), "-n", "1", "--sampler", sampler, "--npz", str(tmp_path / "s.npz")]
+            assert main(argv + ([] if steps is None else ["--steps", steps])) == 0
+            assert len(calls) == expected, (sampler, steps)
+            assert f"{sampler}, {expected} steps" in capsys.readouterr().out
+
+
+def test_sample_npz_layout(run_dir, tmp_path):
+    npz = tmp_path / "s.npz"
+    assert main(["sample", str(run_dir / "run"), "-n", "3", "--seed", "5", "--npz", str(npz)]) == 0
+    with np.load(npz) as z:
+        assert sorted(z.files) == ["images", "labels", "seeds"]
+        assert z["images"].dtype == np.uint8 and z["images"].shape == (3, 28, 28, 1)
+        assert z["labels"].tolist() == [0, 1, 2] and z["seeds"].tolist() == [5, 6, 7]
+
+
+def test_nll_is_the_library_dataset_bits_per_dim(run_dir, capsys):
+    import torch
+
+    from ldmkit import pipelines
+    from ldmkit.data import FashionMNIST
+    from ldmkit.diffusion.likelihood import dataset_bits_per_dim
+    from ldmkit.types import Cond
+
+    assert main(["nll", str(run_dir / "run"), "-n", "3", "--batch-size", "2", "--seed", "1", "--device", "cpu",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    loaded = pipelines.load_model(run_dir / "run")
+    images, labels = FashionMNIST("test").tensors()
+    batches = [(images[:2], Cond(class_labels=labels[:2])), (images[2:3], Cond(class_labels=labels[2:3]))]
+    expected = dataset_bits_per_dim(loaded.denoiser, loaded.process, batches, variance_type="fixed_large",
+                                    generator=torch.Generator().manual_seed(1))
+    assert out["num_examples"] == 3 and out["num_timesteps"] == 40
+    assert out["bpd"] == pytest.approx(expected.bpd, rel=1e-12)
+    assert out["bpd_stderr"] == pytest.approx(expected.bpd_stderr, rel=1e-12)
+    assert out["prior_bpd"] == pytest.approx(expected.prior_bpd, rel=1e-12)

@@ -72,7 +72,7 @@ def test_info_bad_folder_exits_nonzero_with_the_file_named(tmp_path, capsys):
 
 
 def test_info_missing_folder(tmp_path, capsys):
-    assert main(["data", "info", str(tmp_path / "missing")]) == 1
+    assert main(["data", "info", str(tmp_path / "missing")]) == 2  # a path the user named: usage error
     assert f"error: image folder {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
 
 

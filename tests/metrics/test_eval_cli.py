@@ -67,8 +67,9 @@ def test_eval_and_bench_a_checkpoint(tmp_path, capsys):
     gen = out["protocol"]["generation"]
     assert (gen["sampler"], gen["steps"], gen["seeds"], gen["step"]) == ("ddim", 3, "0..23 (image i: seed + i)", 2)
     assert out["fid"] > 0 and out["protocol"]["n_generated"] == 24
-    with np.load(tmp_path / "s.npz") as z:
-        assert z["images"].shape == (24, 1, 28, 28) and z["images"].dtype == np.uint8
+    with np.load(tmp_path / "s.npz") as z:  # the one samples layout of every command (as `ldmkit sample --npz`)
+        assert z["images"].shape == (24, 28, 28, 1) and z["images"].dtype == np.uint8
+        assert z["seeds"].tolist() == list(range(24)) and "labels" not in z.files
     # Scoring the saved samples with eval-images gives the same FID (same images, same protocol).
     assert main(["eval-images", str(tmp_path / "s.npz"), "--metrics", "fid", "--n-reference", "300",
                  "--cache-dir", str(tmp_path / "cache"), "--json"]) == 0
@@ -78,3 +79,8 @@ def test_eval_and_bench_a_checkpoint(tmp_path, capsys):
     bench = json.loads(capsys.readouterr().out)
     assert bench["train_img_per_s"] > 0 and bench["sample_img_per_s"] > 0
     assert main(["eval", str(tmp_path / "missing")]) == 2
+    assert "missing: no such file or directory" in capsys.readouterr().err
+    # --steps means the same as in `sample`: the grid length, default the checkpoint's sample.steps
+    assert main(["eval", str(run), "--metrics", "is", "-n", "4", "--is-splits", "2", "--json"]) == 0
+    gen = json.loads(capsys.readouterr().out)["protocol"]["generation"]
+    assert (gen["sampler"], gen["steps"]) == ("ddim", 25)  # configs/ddpm_fmnist.yaml's sample section
