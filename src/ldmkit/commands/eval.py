@@ -77,10 +77,10 @@ def _extractor_options(args) -> dict:
     return {"device": args.device}
 
 
-def _score(images, args, generation: dict | None, value_range=None) -> int:
+def _score(images, args, metrics, generation: dict | None, value_range=None) -> int:
     from ldmkit.metrics.evaluate import evaluate_images
     result = evaluate_images(
-        images, reference=args.reference, metrics=args.metrics, extractor=args.extractor,
+        images, reference=args.reference, metrics=metrics, extractor=args.extractor,
         extractor_options=_extractor_options(args), n_reference=args.n_reference,
         reference_seed=args.reference_seed, value_range=value_range, kid_subsets=args.kid_subsets,
         kid_subset_size=args.kid_subset_size, kid_seed=args.kid_seed, is_splits=args.is_splits,
@@ -112,12 +112,12 @@ def _save_reference(images, args, value_range) -> int:
 
 def run_images(args) -> int:
     from ldmkit.metrics.evaluate import load_images, parse_metrics
-    args.metrics = parse_metrics(args.metrics)
+    metrics = parse_metrics(args.metrics)  # before any work: a bad name fails fast
     value_range = _value_range(args.value_range)
     images, info = load_images(args.path, args.key)
     if args.save_reference:
         return _save_reference(images, args, value_range)
-    return _score(images, args, info, value_range)
+    return _score(images, args, metrics, info, value_range)
 
 
 def _value_range(text: str | None) -> tuple[float, float] | None:
@@ -139,7 +139,7 @@ def run_checkpoint(args) -> int:
     from ldmkit.commands._common import class_labels, device, load_model, sampling_settings, save_samples_npz
     from ldmkit.metrics.evaluate import parse_metrics
 
-    args.metrics = parse_metrics(args.metrics)
+    metrics = parse_metrics(args.metrics)  # before any work: a bad name fails fast
     loaded = load_model(args.checkpoint, ema=not args.no_ema, device=device(args.device))
     cfg = loaded.config
     s = sampling_settings(args, cfg.sample, loaded.process.num_timesteps)
@@ -157,4 +157,4 @@ def run_checkpoint(args) -> int:
     if args.save_samples:
         save_samples_npz(args.save_samples, images, labels=labels,
                          seeds=range(args.seed, args.seed + args.num_samples))
-    return _score(images, args, generation)
+    return _score(images, args, metrics, generation)
