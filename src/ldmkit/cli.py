@@ -18,7 +18,11 @@ from ldmkit.commands._common import EXIT_USAGE, run_command
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps description line breaks."""
+    """Shows defaults and keeps description line breaks; a ``None`` default is left to the help text (it
+    means "from the config" or "off", which the help says)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
