@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 EPILOG = """examples:
@@ -25,24 +24,17 @@ def add_parser(sub, formatter_class):
 
 
 def run(args) -> int:
+    """Errors rise to ``cli.main``'s exit-code policy (usage 2, runtime 1)."""
     import dataclasses
 
     from ldmkit import pipelines
-    from ldmkit.config import ConfigError, load_config
-    from ldmkit.training import CheckpointError, NonFiniteError, RunFolderError, TrainingError
+    from ldmkit.config import load_config
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-        if cfg.first_stage is not None:  # stored absolute, so sampling works from any directory
-            cfg = dataclasses.replace(cfg, first_stage=str(Path(cfg.first_stage).resolve()))
-        out = Path(args.out or Path("runs") / Path(args.config).stem)
-        result = pipelines.train(cfg, out, resume=args.resume, progress=not args.no_progress)
-    except (ConfigError, RunFolderError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (NonFiniteError, TrainingError, CheckpointError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    cfg = load_config(args.config, args.overrides)
+    if cfg.first_stage is not None:  # stored absolute, so sampling works from any directory
+        cfg = dataclasses.replace(cfg, first_stage=str(Path(cfg.first_stage).resolve()))
+    out = Path(args.out or Path("runs") / Path(args.config).stem)
+    result = pipelines.train(cfg, out, resume=args.resume, progress=not args.no_progress)
     rate = result.step * cfg.train.batch_size / max(result.elapsed_s, 1e-9)
     print(f"done: step {result.step}, {result.elapsed_s:.0f} s of training ({rate:.1f} img/s); "
           f"checkpoint {result.checkpoint}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 DESCRIPTION = """\
 Train a first-stage autoencoder for latent diffusion. CONFIG is a YAML file with sections model, loss,
 data, train (see configs/ae_kl_f4_fmnist.yaml); dotted overrides such as --train.max_steps=500 or
@@ -22,23 +20,15 @@ def add_parser(sub, formatter_class):
 
 
 def run(args) -> int:
+    """Errors rise to ``cli.main``'s exit-code policy (usage 2, runtime 1)."""
     from pathlib import Path
 
     from ldmkit import pipelines
     from ldmkit.autoencoders.config import load_config
-    from ldmkit.registry import ConfigError
-    from ldmkit.training import CheckpointError, RunFolderError, TrainingError
 
-    try:
-        cfg = load_config(args.config, list(args.overrides or []))
-        out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-        result = pipelines.train_autoencoder(cfg, out, resume=args.resume, progress=not args.no_progress)
-    except (ConfigError, RunFolderError, FileNotFoundError) as e:
-        print(f"ldmkit train-ae: error: {e}", file=sys.stderr)
-        return 2
-    except (TrainingError, CheckpointError, ValueError) as e:
-        print(f"ldmkit train-ae: error: {e}", file=sys.stderr)
-        return 1
+    cfg = load_config(args.config, list(args.overrides or []))
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    result = pipelines.train_autoencoder(cfg, out, resume=args.resume, progress=not args.no_progress)
     print(f"saved {result.checkpoint} (step {result.step}, {result.elapsed_s:.0f} s of training)\n"
           f"next: ldmkit ae-stats {out}")
     return 0
