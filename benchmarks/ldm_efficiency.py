@@ -100,7 +100,7 @@ def sample_and_score(cfg, model, process, space, args, out: Path) -> dict:
     from ldmkit.metrics import evaluate_images
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    images = pipelines.generate(model, process, cfg, n=args.num_samples, space=space, sampler="ddim",
+    images = pipelines.generate(model, process, space, pipelines.sample_shape(cfg, space), n=args.num_samples, sampler="ddim",
                                 steps=args.ddim_steps, eta=0.0, seed=args.seed, batch_size=args.sample_batch)
     cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
     save_png(out / "samples.png", make_grid(images[:64], nrow=8), {"ddim_steps": args.ddim_steps, "seed": args.seed})

@@ -7,7 +7,8 @@ The first stage trains through the same engine with the GAN train step: ``train_
     model   = build_denoiser(cfg, process)     # Denoiser(UNet(cfg.unet), alphas_cumprod, prediction_type)
     loss_fn = make_loss_fn(cfg, process, space)   # DiffusionLoss: x0 = encode(images); t, eps; training_losses
     Trainer(LossStep(model, loss_fn, cfg.train), build_data(cfg), cfg.train, out, ...).run()   # = train(cfg, out)
-    images  = generate(model, process, cfg, n=64, sampler="ddim", steps=50)   # x_T -> sampler -> decode
+    images  = generate(model, process, space, sample_shape(cfg, space), n=64, sampler="ddim", steps=50)
+              # x_T -> sampler -> decode; load_model(path).generate(n=64) does the same for a checkpoint
 """
 
 from __future__ import annotations
@@ -163,29 +164,35 @@ def make_loss_fn(cfg: Config, process: GaussianProcess, space) -> DiffusionLoss:
     return DiffusionLoss(process, space, cfg.diffusion, num_classes=cfg.unet.num_classes)
 
 
-def sampler_options(cfg: Config, sampler: str, eta: float) -> dict[str, Any]:
+def sampler_options(sampler: str, *, variance_type: str, clip_denoised: bool, eta: float) -> dict[str, Any]:
     """The options that follow from the model (variance type, clipping in pixel space, eta), restricted
     to those the sampler takes (its ``SamplerSpec.options``)."""
     spec = lookup(SAMPLERS, sampler, "sampler")
-    model_options = {"variance_type": cfg.diffusion.variance_type, "clip_denoised": cfg.first_stage is None,
-                     "eta": eta}
+    model_options = {"variance_type": variance_type, "clip_denoised": clip_denoised, "eta": eta}
     return {k: v for k, v in model_options.items() if k in spec.options}
 
 
 @torch.no_grad()
-def generate(denoiser: torch.nn.Module, process: GaussianProcess, cfg: Config, *, n: int, space=None,
-             sampler: str = "ddim", steps: int | None = 50, eta: float = 0.0, seed: int = 0,
-             labels: torch.Tensor | None = None, guidance_scale: float = 1.0, batch_size: int = 64,
-             progress: Callable[[int], None] | None = None) -> torch.Tensor:
-    """``n`` images in [-1, 1] ``[n, C, H, W]``; image ``i`` depends only on ``seed + i`` (and settings)."""
-    space = space or PixelSpace()
+def generate(denoiser: torch.nn.Module, process: GaussianProcess, space, shape: tuple[int, ...], *, n: int,
+             sampler: str = "ddim", steps: int | None = 50, eta: float = 0.0, variance_type: str = "fixed_large",
+             seed: int = 0, labels: torch.Tensor | None = None, guidance_scale: float = 1.0,
+             batch_size: int = 64, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """``n`` images in [-1, 1] ``[n, C, H, W]``; image ``i`` depends only on ``seed + i`` (and settings).
+
+    Args:
+        space: where ``x_t`` lives (``PixelSpace`` clips x0 to [-1, 1]; a latent space decodes at the end).
+        shape: one ``x_t``, ``[C, h, w]`` (see :func:`sample_shape`); larger than the training size works
+            for a convolutional denoiser.
+        steps: denoiser evaluations (the grid length; ``None``: all T).
+        variance_type: the model's (``ddpm`` uses it; the other samplers ignore it).
+    """
     spec = lookup(SAMPLERS, sampler, "sampler")
-    options = sampler_options(cfg, sampler, eta)
+    options = sampler_options(sampler, variance_type=variance_type, clip_denoised=isinstance(space, PixelSpace),
+                              eta=eta)
     grid = make_timestep_grid(spec.grid, process.num_timesteps, steps or process.num_timesteps,
                               alphas_cumprod=process.alphas_cumprod)
     model = denoiser if guidance_scale == 1.0 else ClassifierFreeGuidance(denoiser, guidance_scale)
     device = next(denoiser.parameters()).device
-    shape = sample_shape(cfg, space)
     out = []
     for start in range(0, n, batch_size):
         idx = range(start, min(n, start + batch_size))
@@ -208,9 +215,9 @@ def make_grid_fn(cfg: Config, process: GaussianProcess, space) -> Callable[[torc
         labels = None
         if cfg.unet.num_classes is not None:
             labels = torch.arange(n) % cfg.unet.num_classes
-        images = generate(ema_model, process, cfg, n=n, space=space, sampler=cfg.sample.sampler,
-                          steps=cfg.sample.steps, eta=cfg.sample.eta, seed=cfg.sample.seed, labels=labels,
-                          guidance_scale=cfg.sample.guidance_scale)
+        images = generate(ema_model, process, space, sample_shape(cfg, space), n=n, sampler=cfg.sample.sampler,
+                          steps=cfg.sample.steps, eta=cfg.sample.eta, variance_type=cfg.diffusion.variance_type,
+                          seed=cfg.sample.seed, labels=labels, guidance_scale=cfg.sample.guidance_scale)
         return make_grid(images, nrow=math.ceil(math.sqrt(n)))
 
     return sample_fn
@@ -218,12 +225,20 @@ def make_grid_fn(cfg: Config, process: GaussianProcess, space) -> Callable[[torc
 
 @dataclass
 class LoadedModel:
+    """A trained model as :func:`load_model` rebuilds it."""
+
     config: Config
     denoiser: Denoiser
     process: GaussianProcess
     space: Any
     step: int
     path: Path
+
+    def generate(self, n: int, **kwargs) -> torch.Tensor:
+        """:func:`generate` with this model's denoiser, process, space, sample shape and variance type."""
+        kwargs.setdefault("variance_type", self.config.diffusion.variance_type)
+        return generate(self.denoiser, self.process, self.space, sample_shape(self.config, self.space), n=n,
+                        **kwargs)
 
 
 def load_model(path: str | Path, *, ema: bool = True, device: torch.device | str = "cpu") -> LoadedModel:

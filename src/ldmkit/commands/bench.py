@@ -77,7 +77,8 @@ def measure_sampling(loaded, n: int, batch_size: int, sampler: str, steps: int, 
     labels = class_labels(None, n, cfg.unet.num_classes)
 
     def go(count: int) -> None:
-        pipelines.generate(model, loaded.process, cfg, n=count, space=loaded.space, sampler=sampler, steps=steps,
+        pipelines.generate(model, loaded.process, loaded.space, pipelines.sample_shape(cfg, loaded.space), n=count,
+                           sampler=sampler, steps=steps, variance_type=cfg.diffusion.variance_type,
                            labels=None if labels is None else labels[:count], batch_size=batch_size)
 
     if warmup:

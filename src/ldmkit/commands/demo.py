@@ -29,7 +29,6 @@ def run(args) -> int:
 
     from tqdm.auto import tqdm
 
-    from ldmkit import pipelines
     from ldmkit.commands._common import UsageError, load_model, sampling_settings
     from ldmkit.images import make_grid, save_png
     from ldmkit.training.checkpoint import CheckpointError
@@ -47,7 +46,7 @@ def run(args) -> int:
           f"(trained {loaded.step} steps; {s.sampler}, {s.steps} steps, seed {args.seed})")
     start = time.perf_counter()
     with tqdm(total=args.num, unit="img", desc=f"sampling ({s.sampler})") as bar:
-        images = pipelines.generate(loaded.denoiser, loaded.process, loaded.config, n=args.num, space=loaded.space,
+        images = loaded.generate(args.num,
                                     sampler=s.sampler, steps=s.steps, seed=args.seed, progress=bar.update)
     seconds = time.perf_counter() - start
     grid = make_grid(images, nrow=math.ceil(math.sqrt(args.num)))

@@ -135,7 +135,6 @@ def _value_range(text: str | None) -> tuple[float, float] | None:
 def run_checkpoint(args) -> int:
     from tqdm import tqdm
 
-    from ldmkit import pipelines
     from ldmkit.commands._common import class_labels, device, load_model, sampling_settings, save_samples_npz
     from ldmkit.metrics.evaluate import parse_metrics
 
@@ -145,7 +144,7 @@ def run_checkpoint(args) -> int:
     s = sampling_settings(args, cfg.sample, loaded.process.num_timesteps)
     labels = class_labels(None, args.num_samples, cfg.unet.num_classes)  # class-balanced: image i gets i mod K
     with tqdm(total=args.num_samples, desc="sampling", unit="img", disable=args.json) as bar:
-        images = pipelines.generate(loaded.denoiser, loaded.process, cfg, n=args.num_samples, space=loaded.space,
+        images = loaded.generate(args.num_samples,
                                     sampler=s.sampler, steps=s.steps, eta=s.eta, seed=args.seed,
                                     labels=labels, guidance_scale=s.guidance_scale,
                                     batch_size=args.sample_batch_size, progress=bar.update)

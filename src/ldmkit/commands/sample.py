@@ -33,7 +33,7 @@ def run(args) -> int:
 
     from tqdm.auto import tqdm
 
-    from ldmkit import __version__, pipelines
+    from ldmkit import __version__
     from ldmkit.commands._common import class_labels, device, load_model, sampling_settings, save_samples_npz
     from ldmkit.images import make_grid, save_png, to_uint8
 
@@ -43,7 +43,7 @@ def run(args) -> int:
     sampler, steps, eta, scale = settings.sampler, settings.steps, settings.eta, settings.guidance_scale
     labels = class_labels(args.labels, args.num, cfg.unet.num_classes)
     with tqdm(total=args.num, unit="img", desc=f"sampling ({sampler})") as bar:
-        images = pipelines.generate(loaded.denoiser, loaded.process, cfg, n=args.num, space=loaded.space,
+        images = loaded.generate(args.num,
                                     sampler=sampler, steps=steps, eta=eta, seed=args.seed, labels=labels,
                                     guidance_scale=scale, batch_size=args.batch_size, progress=bar.update)
     uint8 = to_uint8(images)
