@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import torch
 
+from ldmkit.diffusion.process import check_variance_type
 from ldmkit.samplers.common import Callback, call_denoiser, check_grid, check_x, grid_steps, postprocess_x0
 from ldmkit.samplers.noise import Generators, randn_like
 from ldmkit.types import Cond
 
-VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned", "learned_range")
-
 
 def sample_ddpm(denoiser, x_T: torch.Tensor, timesteps, process, *, cond: Cond | None = None,
                 generator: Generators = None, callback: Callback | None = None,
-                variance_type: str = "fixed_small", clip_denoised: bool = False,
+                variance_type: str = "fixed_large", clip_denoised: bool = False,
                 dynamic_threshold: float | None = None) -> torch.Tensor:
     """Ancestral sampling ``x_{t-1} ~ p(x_{t-1} | x_t)``, Ho et al. 2020, Alg. 2.
 
@@ -24,14 +23,13 @@ def sample_ddpm(denoiser, x_T: torch.Tensor, timesteps, process, *, cond: Cond |
     ``process.p_mean_variance``; no noise is added on the last step.
 
     Args:
-        variance_type: ``fixed_small`` (posterior beta-tilde), ``fixed_large`` (beta), ``learned``
+        variance_type: ``fixed_large`` (beta, the default of ``DiffusionConfig``), ``fixed_small`` (posterior beta-tilde), ``learned``
             (log-variance output) or ``learned_range`` (interpolation output); the learned kinds need a
             denoiser whose Prediction carries ``var_output``.
         clip_denoised / dynamic_threshold: x0 post-processing, see :func:`ldmkit.samplers.sample_ddim`.
     """
     check_x(x_T, "ddpm")
-    if variance_type not in VARIANCE_TYPES:
-        raise ValueError(f"ddpm: variance_type={variance_type!r}; valid: {list(VARIANCE_TYPES)}")
+    check_variance_type(variance_type)
     grid = check_grid(timesteps, process.num_timesteps, "ddpm")
     if grid.numel() != process.num_timesteps:  # strictly decreasing within [0, T-1], so full <=> every step
         process = process.respace(grid.flip(0).tolist())
