@@ -83,3 +83,54 @@ def test_sample_fid_converges_to_population_value():
     f1 = rng.multivariate_normal(np.zeros(d), s1, size=200_000)
     f2 = rng.multivariate_normal(mu2, s2, size=200_000)
     assert fid_from_features(f1, f2) == pytest.approx(truth, rel=0.02)
+
+
+def _rank_deficient_sets(rng):
+    """50 samples of 128-d features (rank 49), and 200 samples of rank-3 features with a large offset."""
+    rank3 = rng.normal(size=(200, 3)) @ rng.normal(size=(3, 128)) * 10.0 + 5.0
+    return [rng.normal(size=(50, 128)), rank3]
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_identical_rank_deficient_sets_have_zero_fid(index):
+    # sqrtm of the singular sigma @ sigma used to give FID(x, x) < 0 (-4e-6 and -9e-3 for these sets).
+    x = _rank_deficient_sets(np.random.default_rng(7))[index]
+    assert fid_from_features(x, x) == pytest.approx(0.0, abs=1e-8)
+    mu, sigma = gaussian_stats(x)
+    assert frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-8)
+
+
+def _fid_from_centered_features(f1, f2):
+    """Independent route: tr (S1 S2)^1/2 = nuclear norm of A B^T / sqrt((N1-1)(N2-1)), A, B centered features
+    (the non-zero eigenvalues of S1 S2 are those of A S2 A^T / (N1-1), i.e. sigma(A B^T)^2 / ((N1-1)(N2-1)))."""
+    a, b = f1 - f1.mean(0), f2 - f2.mean(0)
+    nuclear = np.linalg.svd(a @ b.T, compute_uv=False).sum() / np.sqrt((len(a) - 1) * (len(b) - 1))
+    diff = f1.mean(0) - f2.mean(0)
+    return float(diff @ diff + (a**2).sum() / (len(a) - 1) + (b**2).sum() / (len(b) - 1) - 2 * nuclear)
+
+
+def test_different_rank_deficient_sets_match_independent_computation():
+    rng = np.random.default_rng(8)
+    x50, x3 = _rank_deficient_sets(rng)
+    y50 = rng.normal(size=(50, 128)) * 1.5 + 0.2
+    y3 = rng.normal(size=(150, 3)) @ rng.normal(size=(3, 128)) * 10.0 + 4.0
+    for f1, f2 in [(x50, y50), (x3, y3), (x50, x3)]:
+        assert fid_from_features(f1, f2) == pytest.approx(_fid_from_centered_features(f1, f2), rel=1e-9)
+
+
+def test_full_rank_sets_match_scipy_sqrtm():
+    linalg = pytest.importorskip("scipy.linalg")
+    rng = np.random.default_rng(9)
+    f1 = rng.normal(size=(400, 16)) @ rng.normal(size=(16, 16))
+    f2 = rng.normal(size=(300, 16)) @ rng.normal(size=(16, 16)) + 0.3
+    (mu1, s1), (mu2, s2) = gaussian_stats(f1), gaussian_stats(f2)
+    covmean = linalg.sqrtm(s1 @ s2).real
+    expected = float((mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+    assert fid_from_features(f1, f2) == pytest.approx(expected, rel=1e-9)
+
+
+def test_non_covariance_inputs_are_errors():
+    with pytest.raises(ValueError, match="sigma2 is not symmetric"):
+        frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.array([[1.0, 0.5], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="sigma1 is not positive semi-definite"):
+        frechet_distance(np.zeros(2), np.diag([1.0, -1.0]), np.zeros(2), np.eye(2))
