@@ -95,13 +95,22 @@ class LossSecondMomentSampler(TimestepSampler):
         return w * (1.0 - self.uniform_prob) + self.uniform_prob / self.num_timesteps
 
     def update_with_losses(self, t: torch.Tensor, losses: torch.Tensor) -> None:
-        ts = t.detach().cpu().reshape(-1).tolist()
-        ls = losses.detach().double().cpu().reshape(-1).tolist()
-        if len(ts) != len(ls):
-            raise ValueError(f"update_with_losses: {len(ts)} timesteps but {len(ls)} losses")
+        """Record per-example losses at timesteps ``t`` (``[N]`` each), dropping the oldest of a full history.
+
+        Under ``torch.distributed`` (initialised, world size > 1) this is a collective: every rank's
+        ``(t, losses)`` are gathered first (batch sizes may differ between ranks) and recorded in rank order,
+        so all ranks keep the identical history and draw from the identical distribution. Every rank must
+        then call it at the same steps.
+        """
+        t, losses = t.detach().reshape(-1), losses.detach().reshape(-1)
+        if t.numel() != losses.numel():
+            raise ValueError(f"update_with_losses: {t.numel()} timesteps but {losses.numel()} losses")
+        t, losses = self._gather_across_ranks(t, losses)
+        ts, ls = t.cpu().tolist(), losses.double().cpu().tolist()
+        bad = [ti for ti in ts if not 0 <= ti < self.num_timesteps]
+        if bad:
+            raise ValueError(f"update_with_losses: timestep {bad[0]} outside [0, {self.num_timesteps - 1}]")
         for ti, li in zip(ts, ls):
-            if not 0 <= ti < self.num_timesteps:
-                raise ValueError(f"update_with_losses: timestep {ti} outside [0, {self.num_timesteps - 1}]")
             if self._counts[ti] == self.history_per_term:  # full: drop the oldest
                 self._history[ti, :-1] = self._history[ti, 1:]
                 self._history[ti, -1] = li
@@ -109,17 +118,45 @@ class LossSecondMomentSampler(TimestepSampler):
                 self._history[ti, self._counts[ti]] = li
                 self._counts[ti] += 1
 
+    @staticmethod
+    def _gather_across_ranks(t: torch.Tensor, losses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """All ranks' ``t`` and ``losses`` concatenated in rank order (unchanged outside distributed runs).
+
+        Tensors stay on ``losses.device`` (NCCL gathers CUDA tensors, gloo CPU ones); each rank pads to the
+        largest batch so that ``all_gather`` sees equal shapes, then the padding is cut off again.
+        """
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return t, losses
+        world, device = dist.get_world_size(), losses.device
+        size = torch.tensor([t.numel()], dtype=torch.int64, device=device)
+        sizes = [torch.zeros_like(size) for _ in range(world)]
+        dist.all_gather(sizes, size)
+        counts = [int(n) for n in sizes]
+        t_pad = torch.zeros(max(counts), dtype=torch.int64, device=device)
+        loss_pad = torch.zeros(max(counts), dtype=torch.float64, device=device)
+        t_pad[: t.numel()], loss_pad[: t.numel()] = t.to(device=device, dtype=torch.int64), losses.double()
+        t_all, loss_all = [torch.empty_like(t_pad) for _ in counts], [torch.empty_like(loss_pad) for _ in counts]
+        dist.all_gather(t_all, t_pad)
+        dist.all_gather(loss_all, loss_pad)
+        return (torch.cat([x[:n] for x, n in zip(t_all, counts)]),
+                torch.cat([x[:n] for x, n in zip(loss_all, counts)]))
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"history": torch.from_numpy(self._history.copy()), "counts": torch.from_numpy(self._counts.copy())}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if set(state) != {"history", "counts"}:
             raise ValueError(f"LossSecondMomentSampler state needs keys ['counts', 'history'], got {sorted(state)}")
-        history = state["history"].double().numpy()
-        counts = state["counts"].long().numpy()
+        history = state["history"].detach().cpu().double().numpy()
+        counts = state["counts"].detach().cpu().long().numpy()
         if history.shape != self._history.shape or counts.shape != self._counts.shape:
             raise ValueError(f"LossSecondMomentSampler state has history {history.shape} / counts {counts.shape}, "
                              f"expected {self._history.shape} / {self._counts.shape}")
+        if counts.min() < 0 or counts.max() > self.history_per_term:
+            raise ValueError(f"LossSecondMomentSampler state has counts in [{counts.min()}, {counts.max()}], "
+                             f"expected [0, history_per_term={self.history_per_term}]")
+        # history[t, :counts[t]] holds t's losses oldest first, so these two arrays are the whole state
         self._history, self._counts = history.copy(), counts.copy()
 
 
