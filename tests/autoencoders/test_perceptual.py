@@ -9,9 +9,9 @@ from ldmkit.autoencoders.perceptual import (
     PerceptualLoss,
     build_lpips_vgg,
     build_perceptual,
-    sha256_of,
     vgg16_body,
 )
+from ldmkit.weights import sha256_file as sha256_of
 
 
 def _tiny_features():

@@ -13,11 +13,13 @@ Feature networks (:data:`PERCEPTUAL_NETWORKS`):
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ldmkit.registry import ConfigError, lookup
+from ldmkit.weights import load_verified_safetensors
 
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 VGG16_TAPS = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in torchvision's numbering
@@ -38,30 +40,6 @@ machine with internet, torchvision and the `lpips` package (https://github.com/r
 Expected keys: features.{0,2,5,7,10,12,14,17,19,21,24,26,28}.{weight,bias} (torchvision vgg16().features)
 and lin{0..4}.model.1.weight (shape [1, C, 1, 1]). Then set loss.lpips_path to the file and
 loss.lpips_sha256 to the printed digest."""
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def load_verified_safetensors(path: str | Path, sha256: str | None, what: str, howto: str = "") -> dict:
-    """Load a safetensors file after checking its sha256; errors name the file and tell how to fix it."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what}: weights file {path} not found.\n{howto}".rstrip())
-    digest = sha256_of(path)
-    if sha256 is None:
-        raise ValueError(f"{what}: no sha256 given for {path}; its digest is {digest}. After checking that this "
-                         f"is the file you converted, set it in the config (loss.lpips_sha256).")
-    if digest != sha256.lower():
-        raise ValueError(f"{what}: sha256 mismatch for {path}: expected {sha256}, file has {digest}")
-    return load_file(str(path))
 
 
 class FeatureNetwork(nn.Module):
@@ -137,7 +115,7 @@ def vgg16_body() -> nn.Sequential:
 
 def build_lpips_vgg(path: str | Path, sha256: str | None) -> VGGFeatures:
     """LPIPS-VGG from a user-supplied safetensors file (sha256-verified; see :data:`LPIPS_HOWTO`)."""
-    state = load_verified_safetensors(path, sha256, "LPIPS-VGG", LPIPS_HOWTO)
+    state, _ = load_verified_safetensors(path, sha256, "LPIPS-VGG (loss.lpips_path)", howto=LPIPS_HOWTO)
     body = vgg16_body()
     expected = {f"features.{k}" for k in body.state_dict()} | {f"lin{i}.model.1.weight" for i in range(5)}
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
@@ -188,17 +166,24 @@ class PerceptualLoss(nn.Module):
         return total
 
 
-def build_perceptual(kind: str, lpips_path: str | None = None, lpips_sha256: str | None = None) -> PerceptualLoss | None:
-    """Registry lookup: ``none`` -> None, ``fmnist`` -> classifier features, ``lpips_vgg`` -> user weights."""
-    if kind not in PERCEPTUAL_NETWORKS:
-        raise ValueError(f"loss.perceptual {kind!r} is unknown; valid: {sorted(PERCEPTUAL_NETWORKS)}")
-    if kind == "none":
-        return None
-    if kind == "lpips_vgg":
-        if not lpips_path:
-            raise ValueError(f"loss.perceptual is 'lpips_vgg' but loss.lpips_path is not set.\n{LPIPS_HOWTO}")
-        return PerceptualLoss(build_lpips_vgg(lpips_path, lpips_sha256))
+def _no_perceptual(lpips_path: str | None, lpips_sha256: str | None) -> None:
+    return None
+
+
+def _fmnist_perceptual(lpips_path: str | None, lpips_sha256: str | None) -> PerceptualLoss:
     return PerceptualLoss(build_fmnist_features())
 
 
-PERCEPTUAL_NETWORKS = {"none": None, "fmnist": build_fmnist_features, "lpips_vgg": build_lpips_vgg}
+def _lpips_vgg_perceptual(lpips_path: str | None, lpips_sha256: str | None) -> PerceptualLoss:
+    if not lpips_path:
+        raise ConfigError(f"loss.perceptual is 'lpips_vgg' but loss.lpips_path is not set.\n{LPIPS_HOWTO}")
+    return PerceptualLoss(build_lpips_vgg(lpips_path, lpips_sha256))
+
+
+#: ``loss.perceptual`` -> builder(lpips_path, lpips_sha256) -> PerceptualLoss or None.
+PERCEPTUAL_NETWORKS = {"none": _no_perceptual, "fmnist": _fmnist_perceptual, "lpips_vgg": _lpips_vgg_perceptual}
+
+
+def build_perceptual(kind: str, lpips_path: str | None = None, lpips_sha256: str | None = None) -> PerceptualLoss | None:
+    """Registry lookup: ``none`` -> None, ``fmnist`` -> classifier features, ``lpips_vgg`` -> user weights."""
+    return lookup(PERCEPTUAL_NETWORKS, kind, "loss.perceptual")(lpips_path, lpips_sha256)

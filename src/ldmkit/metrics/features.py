@@ -16,7 +16,6 @@ in ``[-1, 1]`` (ldmkit's convention; pass ``value_range=(0, 1)`` for [0, 1] floa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ldmkit.registry import lookup
+from ldmkit.weights import load_verified_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +47,6 @@ save_file({{k: v.contiguous() for k, v in sd.items()}}, 'fid_inception_v3.safete
   3. note its hash: sha256sum fid_inception_v3.safetensors
 then pass --inception-weights PATH --inception-sha256 HASH (or set {INCEPTION_WEIGHTS_ENV} and
 {INCEPTION_SHA256_ENV})."""
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def to_nchw(images: np.ndarray | torch.Tensor, value_range: tuple[float, float] | None = None) -> torch.Tensor:
@@ -201,41 +194,40 @@ def _asset_path(name: str) -> Path:
     return Path(str(resources.files("ldmkit") / "assets" / name))
 
 
+def _fmnist_sidecar(path: Path) -> dict:
+    """The asset's JSON sidecar (expected sha256, version, architecture), checked against this ldmkit."""
+    from ldmkit.metrics.fmnist_cnn import CHANNELS, FINAL_POOL, VERSION
+
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if tuple(meta.get("channels", CHANNELS)) != CHANNELS or meta.get("final_pool", FINAL_POOL) != FINAL_POOL:
+        raise ValueError(f"{meta_path}: architecture (channels {meta.get('channels')}, final_pool "
+                         f"{meta.get('final_pool')}) differs from this ldmkit's {CHANNELS}, {FINAL_POOL}")
+    if meta.get("version", VERSION) != VERSION:
+        raise ValueError(f"{path}: feature network version {meta['version']!r}, this ldmkit builds {VERSION!r}")
+    return meta
+
+
 def load_fmnist_extractor(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                           **_: object) -> FMNISTExtractor:
     """Load the shipped Fashion-MNIST feature network (or ``weights``, a file with the same layout).
 
-    The sidecar JSON's sha256 is checked so a damaged asset is refused rather than silently changing FIDs.
+    The file must match the sha256 in its JSON sidecar (the shipped asset has one), so a damaged asset is
+    refused rather than silently changing FIDs; a user file without a sidecar loads with a warning.
     """
-    from safetensors.torch import load_file
+    from ldmkit.metrics.fmnist_cnn import VERSION, FMNISTClassifier
 
-    from ldmkit.metrics.fmnist_cnn import CHANNELS, FINAL_POOL, VERSION, FMNISTClassifier
     path = Path(weights) if weights else _asset_path("fmnist_features.safetensors")
-    if not path.is_file():
-        raise FileNotFoundError(f"Fashion-MNIST feature weights {path} not found; they ship with ldmkit "
-                                "(ldmkit/assets) and are rebuilt by scripts/train_fmnist_features.py")
-    sha = sha256_file(path)
-    meta_path = path.with_suffix(".json")
-    version = VERSION
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        version = meta.get("version", VERSION)
-        if meta.get("sha256") and meta["sha256"] != sha:
-            raise ValueError(f"{path}: sha256 {sha} does not match {meta_path} ({meta['sha256']}); "
-                             "the feature network file is damaged or was replaced")
-    if meta_path.is_file() and (tuple(meta.get("channels", CHANNELS)) != CHANNELS
-                                or meta.get("final_pool", FINAL_POOL) != FINAL_POOL):
-        raise ValueError(f"{meta_path}: architecture (channels {meta.get('channels')}, final_pool "
-                         f"{meta.get('final_pool')}) differs from this ldmkit's {CHANNELS}, {FINAL_POOL}")
-    if version != VERSION:
-        raise ValueError(f"{path}: feature network version {version!r}, this ldmkit builds {VERSION!r}")
-    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    howto = "The Fashion-MNIST feature network ships with ldmkit (ldmkit/assets); scripts/train_fmnist_features.py rebuilds it."
+    meta = _fmnist_sidecar(path) if path.is_file() else {}
+    state, sha = load_verified_safetensors(path, meta.get("sha256"), "Fashion-MNIST feature weights", howto=howto,
+                                           allow_unverified=True)
     model = FMNISTClassifier()
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise ValueError(f"{path}: missing keys {missing}, unexpected keys {unexpected}")
-    return FMNISTExtractor(model.to(device), sha, version)
+    return FMNISTExtractor(model.to(device), sha, meta.get("version", VERSION))
 
 
 def load_inception_extractor(weights: str | os.PathLike | None = None, sha256: str | None = None,
@@ -250,29 +242,15 @@ def load_inception_extractor(weights: str | os.PathLike | None = None, sha256: s
     Raises:
         FileNotFoundError / ValueError: with instructions (``INCEPTION_HELP``) on how to obtain the file.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     from ldmkit.metrics.inception import FIDInceptionV3
+
     weights = weights or os.environ.get(INCEPTION_WEIGHTS_ENV)
-    sha256 = (sha256 or os.environ.get(INCEPTION_SHA256_ENV) or "").lower() or None
+    sha256 = sha256 or os.environ.get(INCEPTION_SHA256_ENV) or None
     if not weights:
         raise FileNotFoundError(f"no FID Inception weights given.\n{INCEPTION_HELP}")
     path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"FID Inception weights {path} not found.\n{INCEPTION_HELP}")
-    if path.suffix in (".pth", ".pt", ".pkl", ".ckpt", ".bin"):
-        raise ValueError(f"{path}: looks like a pickle file; ldmkit never loads pickle.\n{INCEPTION_HELP}")
-    actual = sha256_file(path)
-    if sha256 is not None and actual != sha256:
-        raise ValueError(f"{path}: sha256 is {actual}, expected {sha256}. Wrong or damaged file.\n{INCEPTION_HELP}")
-    if sha256 is None:
-        logger.warning("FID Inception weights %s not verified (no expected sha256 given); its sha256 %s is "
-                       "recorded in the protocol", path, actual)
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"{path}: not a safetensors file ({e}).\n{INCEPTION_HELP}") from e
+    state, actual = load_verified_safetensors(path, sha256, "FID Inception weights", howto=INCEPTION_HELP,
+                                              allow_unverified=True)
     model = FIDInceptionV3()
     expected = model.state_dict()
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
@@ -297,6 +275,4 @@ EXTRACTORS: dict[str, Callable[..., FeatureExtractor]] = {
 
 def get_extractor(name: str = "fmnist-cnn", **options: object) -> FeatureExtractor:
     """Build a registered extractor by name; an unknown name lists the valid ones."""
-    if name not in EXTRACTORS:
-        raise ValueError(f"unknown feature extractor {name!r}; valid names: {sorted(EXTRACTORS)}")
-    return EXTRACTORS[name](**options)
+    return lookup(EXTRACTORS, name, "feature extractor")(**options)
