@@ -251,7 +251,8 @@ def load_model(path: str | Path, *, ema: bool = True, device: torch.device | str
     process = build_process(cfg)
     denoiser = build_denoiser(cfg, process)
     weights = ckpt / ("ema.safetensors" if ema and (ckpt / "ema.safetensors").is_file() else "model.safetensors")
-    denoiser.load_state_dict(ckpt_io.read_tensors(weights))
+    # size + sha256 checked against config.json; NaN/Inf weights refused, naming the file and tensor
+    denoiser.load_state_dict(ckpt_io.read_checkpoint_tensors(ckpt, weights.name, meta, finite=True))
     denoiser.to(device).eval()
     return LoadedModel(cfg, denoiser, process, build_space(cfg, device), int(meta["step"]), ckpt)
 

@@ -43,7 +43,7 @@ def load_autoencoder(path: str | os.PathLike, device: str | torch.device = "cpu"
     folder, meta = read_ae_meta(path)
     cfg = load_config(None, data=meta["config"])
     ae = build_autoencoder(cfg.model)
-    state = ck.read_tensors(folder / "model.safetensors")
+    state = ck.read_checkpoint_tensors(folder, "model.safetensors", meta, finite=True)  # no NaN/Inf, not corrupt
     missing, unexpected = ae.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ck.CheckpointError(f"{folder / 'model.safetensors'}: does not fit the model in config.json "

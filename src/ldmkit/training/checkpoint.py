@@ -10,6 +10,11 @@ A run directory holds ``checkpoints/step_0000100/`` folders, each complete on it
   ``state.json["optimizers"]``: optimizer tensors and hyper-parameters.
 - ``rng.safetensors`` + ``state.json``: step, data position, elapsed time, RNG states (torch, numpy, python).
 
+``config.json["files"]`` records each other file's size and sha256, so a truncated or bit-flipped file is
+named on load (:func:`read_checkpoint_tensors`) instead of loading wrong numbers. Weights with NaN/Inf are
+never written (:func:`save_checkpoint` refuses them) and a write error (a full disk) removes the temporary
+folder and says that the previous checkpoint is intact.
+
 A checkpoint folder is written under a temporary name and renamed into place only once every file is
 flushed to disk, so a folder named ``step_*`` is always complete: a crash mid-write leaves only a
 ``.tmp-*`` folder, which the next save removes. Old checkpoints beyond ``keep_last`` are first renamed
@@ -18,6 +23,8 @@ away (atomically) and then deleted, and only after the new one is in place.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import logging
 import os
@@ -41,6 +48,15 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, incomplete, of an unknown format, or does not fit the run."""
+
+
+class NonFiniteWeightsError(CheckpointError):
+    """Tensors holding NaN/Inf: never written by :func:`save_checkpoint`, never loaded for sampling."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """Writing a checkpoint failed (e.g. a full disk); the temporary folder was removed and the previous
+    checkpoint is untouched."""
 
 
 # ----------------------------------------------------------------------------------------------- paths
@@ -115,20 +131,123 @@ def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     _fsync_file(path)
 
 
+def _safetensors_problem(path: Path) -> str | None:
+    """What is wrong with the layout of a would-be safetensors file, or ``None``: pickle/zip, empty,
+    truncated header or data, a header that is not JSON. Reads only the header."""
+    size = path.stat().st_size
+    if size == 0:
+        return "empty file (0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(9)
+        if head[:1] == b"\x80" or head[:2] == b"PK":
+            return "a pickle/zip file; only safetensors are loaded (pickle is never unpickled)"
+        if len(head) < 9:
+            return f"truncated ({size} bytes; a safetensors file starts with an 8-byte header length)"
+        header_len = int.from_bytes(head[:8], "little")
+        if head[8:9] != b"{":
+            return "not a safetensors file (no JSON header); only safetensors are loaded"
+        if 8 + header_len > size:
+            return f"truncated: the header says {header_len} bytes but the file has {size} bytes in all"
+        f.seek(8)
+        raw = f.read(header_len)
+    try:
+        header = json.loads(raw)
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        return f"corrupt header ({type(e).__name__}: {e})"
+    data_end = 8 + header_len + max(ends, default=0)
+    if data_end > size:
+        return f"truncated: the tensors end at byte {data_end} but the file has {size} bytes"
+    return None
+
+
 def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a safetensors file, refusing anything else (pickle in particular) with a clear message."""
+    """Load a safetensors file, refusing anything else (pickle in particular) with a clear message.
+
+    Raises:
+        CheckpointError: naming the file and what is wrong (missing, empty, truncated, corrupt, pickle).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file missing")
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if len(head) < 9 or head[8:9] != b"{":
-        kind = "a pickle/zip file" if head[:1] == b"\x80" or head[:2] == b"PK" else "not a safetensors file"
-        raise CheckpointError(f"{path}: {kind}; only safetensors are loaded (pickle is never unpickled)")
+    problem = _safetensors_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"{path}: {problem}")
     try:
         return load_file(str(path))
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointError(f"{path}: cannot read safetensors file ({e})") from e
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _file_record(path: Path) -> dict:
+    return {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
+
+
+def verify_file(ckpt: Path, name: str, meta: dict | None) -> None:
+    """Check ``ckpt/name`` against ``config.json["files"]`` (size, then sha256); checkpoints written before
+    files were recorded are not checked.
+
+    Raises:
+        CheckpointError: the file is missing, of the wrong size (truncated) or its content changed (corrupt).
+    """
+    path = ckpt / name
+    record = ((meta or {}).get("files") or {}).get(name)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file missing")
+    if not isinstance(record, dict):
+        return
+    size = path.stat().st_size
+    if size != record.get("bytes"):
+        raise CheckpointError(f"{path}: {size} bytes, but config.json records {record.get('bytes')} "
+                              "(truncated or replaced file)")
+    actual = sha256_of(path)
+    if actual != record.get("sha256"):
+        raise CheckpointError(f"{path}: corrupt content (sha256 {actual[:16]}..., config.json records "
+                              f"{str(record.get('sha256'))[:16]}...)")
+
+
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or Inf, each with its count of bad values."""
+    bad = []
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()):
+            n = int(t.numel() - torch.isfinite(t.detach()).sum())
+            if n:
+                bad.append(f"{name} ({n} of {t.numel()} values NaN/Inf)")
+    return bad
+
+
+def require_finite(tensors: dict[str, torch.Tensor], where: str | os.PathLike) -> None:
+    """Refuse tensors holding NaN/Inf, naming ``where`` (the file) and the tensors.
+
+    Raises:
+        NonFiniteWeightsError
+    """
+    bad = non_finite(tensors)
+    if bad:
+        raise NonFiniteWeightsError(f"{where}: non-finite weights in tensor {bad[0]}"
+                                    + (f" and {len(bad) - 1} more ({', '.join(b.split(' ')[0] for b in bad[1:4])}"
+                                       f"{', ...' if len(bad) > 4 else ''})" if len(bad) > 1 else "")
+                                    + "; refusing to use them (the training run diverged or the file is damaged)")
+
+
+def read_checkpoint_tensors(ckpt: Path, name: str, meta: dict | None = None, *,
+                            finite: bool = False) -> dict[str, torch.Tensor]:
+    """``ckpt/name`` verified against ``config.json["files"]`` (see :func:`verify_file`) and loaded; with
+    ``finite`` also refused if any tensor holds NaN/Inf (loading for sampling)."""
+    verify_file(ckpt, name, meta)
+    tensors = read_tensors(ckpt / name)
+    if finite:
+        require_finite(tensors, ckpt / name)
+    return tensors
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -234,26 +353,28 @@ def save_checkpoint(
     from ldmkit import __version__
 
     root = Path(run_dir) / CHECKPOINTS
+    previous = latest_checkpoint(run_dir)
+    kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+    opt_tensors = {name: optimizer_to_tensors(o) for name, o in (optimizers or {}).items()}
+    bad = [f"{group}: {t}" for group, ts in [*tensors.items(), *((n, ot[0]) for n, ot in opt_tensors.items())]
+           for t in non_finite(ts or {})]
+    if bad:  # never write weights that cannot be sampled from nor resumed
+        raise NonFiniteWeightsError(f"refusing to save {checkpoint_name(step)}: non-finite weights in "
+                                    f"{bad[0]}{f' and {len(bad) - 1} more tensors' if len(bad) > 1 else ''}; "
+                                    f"{kept}")
     root.mkdir(parents=True, exist_ok=True)
     _remove_debris(root)
     final = root / checkpoint_name(step)
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    tmp.mkdir()
-    for name, group in tensors.items():
-        if group:
-            write_tensors(tmp / f"{name}.safetensors", group)
-    state_json: dict[str, Any] = {"step": step, "format_version": FORMAT_VERSION, "optimizers": {}}
-    for name, opt_state in (optimizers or {}).items():
-        opt_tensors, state_json["optimizers"][name] = optimizer_to_tensors(opt_state)
-        write_tensors(tmp / f"{name}.safetensors", opt_tensors)
-    rng_tensors, state_json["rng"] = capture_rng()
-    write_tensors(tmp / "rng.safetensors", rng_tensors)
-    state_json["train"] = train_state or {}
-    write_json(tmp / "state.json", state_json)
-    # config.json last: a reader that finds it knows the rest is there even without the rename guarantee.
-    write_json(tmp / "config.json", {**(meta or {}), "format_version": FORMAT_VERSION,
-                                     "ldmkit_version": __version__, "step": step, "config": config})
-    _fsync_dir(tmp)
+    try:
+        _write_folder(tmp, step, config, tensors, opt_tensors, train_state, meta, __version__)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written folder behind
+        if isinstance(e, OSError):
+            why = "the disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "a write failed"
+            raise CheckpointWriteError(f"cannot write checkpoint {final} ({why}: {e}); nothing was saved "
+                                       f"and {kept}") from e
+        raise
     if final.exists():  # re-saving the same step (e.g. after a resume): move the old one out of the way
         _discard(final)
     os.rename(tmp, final)
@@ -261,6 +382,28 @@ def save_checkpoint(
     for old in list_checkpoints(run_dir)[:-keep_last]:
         _discard(old)
     return final
+
+
+def _write_folder(tmp: Path, step: int, config: dict, tensors: dict, opt_tensors: dict, train_state: dict | None,
+                  meta: dict | None, version: str) -> None:
+    """Every file of one checkpoint into ``tmp``, ``config.json`` (with each other file's record) last."""
+    tmp.mkdir()
+    for name, group in tensors.items():
+        if group:
+            write_tensors(tmp / f"{name}.safetensors", group)
+    state_json: dict[str, Any] = {"step": step, "format_version": FORMAT_VERSION, "optimizers": {}}
+    for name, (o_tensors, o_meta) in opt_tensors.items():
+        state_json["optimizers"][name] = o_meta
+        write_tensors(tmp / f"{name}.safetensors", o_tensors)
+    rng_tensors, state_json["rng"] = capture_rng()
+    write_tensors(tmp / "rng.safetensors", rng_tensors)
+    state_json["train"] = train_state or {}
+    write_json(tmp / "state.json", state_json)
+    files = {p.name: _file_record(p) for p in sorted(tmp.iterdir())}
+    # config.json last: a reader that finds it knows the rest is there even without the rename guarantee.
+    write_json(tmp / "config.json", {**(meta or {}), "format_version": FORMAT_VERSION, "ldmkit_version": version,
+                                     "step": step, "config": config, "files": files})
+    _fsync_dir(tmp)
 
 
 def _discard(path: Path) -> None:
@@ -276,14 +419,23 @@ def _remove_debris(root: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def _check_version(path: Path, version: Any) -> None:
+    if version == FORMAT_VERSION:
+        return
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {version} is not supported: it is newer than the "
+                              f"version this ldmkit reads ({FORMAT_VERSION}); upgrade ldmkit to load it")
+    raise CheckpointError(f"{path}: format_version {version!r} is not supported "
+                          f"(this ldmkit reads version {FORMAT_VERSION})")
+
+
 def load_checkpoint_config(path: str | os.PathLike) -> dict:
     """The ``config.json`` of a checkpoint (folder or run folder), format version checked."""
     ckpt = resolve_checkpoint(path)
     meta = read_json(ckpt / "config.json")
-    version = meta.get("format_version") if isinstance(meta, dict) else None
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"{ckpt / 'config.json'}: format_version {version!r} is not supported "
-                              f"(this ldmkit reads version {FORMAT_VERSION})")
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{ckpt / 'config.json'}: expected a JSON object, got {type(meta).__name__}")
+    _check_version(ckpt / "config.json", meta.get("format_version"))
     if "config" not in meta:
         raise CheckpointError(f"{ckpt / 'config.json'}: missing key 'config'")
     return meta
@@ -291,21 +443,43 @@ def load_checkpoint_config(path: str | os.PathLike) -> dict:
 
 def load_training_state(ckpt: Path) -> dict:
     """Everything needed to resume: ``{"step", "train", "rng", "optimizers": {NAME: state_dict}, GROUP: tensors}``
-    with one entry per tensor group written by :func:`save_checkpoint` (``model``, ``ema``, ...)."""
+    with one entry per tensor group written by :func:`save_checkpoint` (``model``, ``ema``, ...).
+
+    Every file is read (and checked against ``config.json["files"]``) before anything is returned, so a
+    caller that applies the result only after this returns never loads part of a checkpoint.
+
+    Raises:
+        CheckpointError: naming the file and key that is missing, truncated or corrupt.
+    """
+    meta = read_json(ckpt / "config.json") if (ckpt / "config.json").is_file() else {}
     state = read_json(ckpt / "state.json")
-    if state.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{ckpt / 'state.json'}: format_version {state.get('format_version')!r} "
-                              f"is not supported (expected {FORMAT_VERSION})")
+    where = ckpt / "state.json"
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{where}: expected a JSON object, got {type(state).__name__}")
+    _check_version(where, state.get("format_version"))
+    for key in ("step", "rng"):
+        if key not in state:
+            raise CheckpointError(f"{where}: missing key {key!r} (needed to resume)")
+    for name in sorted((meta.get("files") or {}) if isinstance(meta, dict) else {}):
+        if not (ckpt / name).is_file():
+            raise CheckpointError(f"{ckpt / name}: file missing (config.json records it; needed to resume)")
     opt_meta = dict(state.get("optimizers", {}))
     if "optimizer" in state:  # written before optimizers were named (ldmkit <= 0.1 diffusion runs)
         opt_meta["optimizer"] = state["optimizer"]
-    out: dict[str, Any] = {"step": int(state["step"]), "train": state.get("train", {}),
-                           "rng": (read_tensors(ckpt / "rng.safetensors"), state["rng"]),
-                           "optimizers": {name: optimizer_from_tensors(read_tensors(ckpt / f"{name}.safetensors"), meta)
-                                          for name, meta in opt_meta.items()}}
+
+    def tensors(name: str) -> dict[str, torch.Tensor]:
+        return read_checkpoint_tensors(ckpt, name, meta if isinstance(meta, dict) else None)
+
+    try:
+        out: dict[str, Any] = {"step": int(state["step"]), "train": state.get("train", {}),
+                               "rng": (tensors("rng.safetensors"), state["rng"]),
+                               "optimizers": {name: optimizer_from_tensors(tensors(f"{name}.safetensors"), m)
+                                              for name, m in opt_meta.items()}}
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{where}: malformed entry ({type(e).__name__}: {e})") from e
     for path in sorted(ckpt.glob("*.safetensors")):
         if path.stem not in opt_meta and path.stem != "rng":
-            out[path.stem] = read_tensors(path)
+            out[path.stem] = tensors(path.name)
     if "model" not in out:
         raise CheckpointError(f"{ckpt / 'model.safetensors'}: file missing")
     return out

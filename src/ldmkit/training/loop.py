@@ -15,9 +15,12 @@ the saved weights, EMA and optimizer tensors, a resumed CPU run reproduces the u
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,10 +68,13 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 @dataclass
 class TrainResult:
+    """``stopped_by``: why the run ended before ``max_steps`` ("SIGTERM", "SIGINT", "max_minutes"), or None."""
+
     step: int
     checkpoint: Path | None
     elapsed_s: float
     losses: list[tuple[int, float]] = field(default_factory=list)
+    stopped_by: str | None = None
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
@@ -135,6 +141,7 @@ class Trainer:
         self._indices: dict[int, torch.Tensor] = {}
         self._phase = 0
         self.grad_norms: dict[str, float] = {}
+        self._stop_signal: str | None = None
 
     @property
     def model(self) -> torch.nn.Module:
@@ -165,18 +172,22 @@ class Trainer:
         other = ckpt_io.config_differences(saved, self.config)
         if other:
             log.info("resuming with changed settings: %s", "; ".join(other))
-        state = ckpt_io.load_training_state(ckpt)
-        for name, module in self.modules.items():
-            if name not in state:
-                raise ckpt_io.CheckpointError(f"{ckpt / (name + '.safetensors')}: file missing (needed to resume)")
-            module.load_state_dict(state[name])
-        if self.ema is not None:
-            self.ema.load_state_dict(state.get("ema", state["model"]))
-        for name, opt in self.optimizers.items():
-            if name in state["optimizers"]:
+        state = ckpt_io.load_training_state(ckpt)  # reads and checks every file; applies nothing
+        self._check_complete(ckpt, state)
+        snapshot = self._snapshot()
+        try:  # apply all or nothing: a piece that does not fit puts every earlier piece back
+            for name, module in self.modules.items():
+                module.load_state_dict(state[name])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+            for name, opt in self.optimizers.items():
                 opt.load_state_dict(state["optimizers"][name])
-        self.train_step.load_state_dict(state)
-        ckpt_io.restore_rng(*state["rng"])
+            self.train_step.load_state_dict(state)
+            ckpt_io.restore_rng(*state["rng"])
+        except Exception as e:
+            self._restore(snapshot)
+            raise ckpt_io.CheckpointError(f"cannot resume from {ckpt}: {type(e).__name__}: {e}; nothing was "
+                                          "loaded") from e
         self.step = state["step"]
         train = state["train"]
         self.elapsed = float(train.get("elapsed_s", 0.0))
@@ -189,6 +200,44 @@ class Trainer:
         self.consumed = consumed
         self.last_checkpoint = ckpt
         log.info("resumed from %s (step %d)", ckpt, self.step)
+
+    def _check_complete(self, ckpt: Path, state: dict) -> None:
+        """Every piece this run needs is in the checkpoint: one group per module, the EMA, each optimizer,
+        the RNG states and the data position (a missing piece is an error, never a silent default)."""
+        needed = [*self.modules, *(["ema"] if self.ema is not None else [])]
+        for name in needed:
+            if name not in state:
+                raise ckpt_io.CheckpointError(f"{ckpt / (name + '.safetensors')}: file missing (needed to resume)")
+        for name in self.optimizers:
+            if name not in state["optimizers"]:
+                raise ckpt_io.CheckpointError(f"{ckpt / 'state.json'}: no state for optimizer {name!r} "
+                                              f"(has {sorted(state['optimizers'])}; needed to resume)")
+        missing = [k for k in ("consumed_batches", "global_micro_batch", "elapsed_s") if k not in state["train"]]
+        if missing:
+            raise ckpt_io.CheckpointError(f"{ckpt / 'state.json'}: missing train.{missing[0]} (the data position "
+                                          "and time of the run, needed to resume exactly)")
+        if "torch_cpu" not in state["rng"][0] or "numpy_keys" not in state["rng"][0]:
+            raise ckpt_io.CheckpointError(f"{ckpt / 'rng.safetensors'}: missing the torch/numpy RNG states "
+                                          f"(has {sorted(state['rng'][0])}; needed to resume exactly)")
+
+    def _snapshot(self) -> dict:
+        """Copies of everything :meth:`_load` changes, for putting back when a piece does not fit."""
+        clone = (lambda sd: {k: v.detach().clone() for k, v in sd.items()})
+        return {"modules": {n: clone(m.state_dict()) for n, m in self.modules.items()},
+                "ema": clone(self.ema.state_dict()) if self.ema is not None else None,
+                "optimizers": {n: copy.deepcopy(o.state_dict()) for n, o in self.optimizers.items()},
+                "step": copy.deepcopy(self.train_step.state_dict()), "rng": ckpt_io.capture_rng()}
+
+    def _restore(self, snapshot: dict) -> None:
+        for name, module in self.modules.items():
+            module.load_state_dict(snapshot["modules"][name])
+        if self.ema is not None:
+            self.ema.load_state_dict(snapshot["ema"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(snapshot["optimizers"][name])
+        with contextlib.suppress(Exception):  # best effort: a step without state may refuse an empty dict
+            self.train_step.load_state_dict(snapshot["step"])
+        ckpt_io.restore_rng(*snapshot["rng"])
 
     def _truncate_metrics(self) -> None:
         """Drop rows after the resumed step (written by the interrupted run after its last checkpoint)."""
@@ -327,8 +376,42 @@ class Trainer:
         barrier(self.dist)
 
     # ---------------------------------------------------------------------------------- main
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """While training, SIGTERM / SIGINT ask the loop to finish the current step, save and return.
+
+        Handlers are installed only on the main thread (Python delivers signals there) and the previous
+        ones are put back afterwards. A second signal while stopping raises ``KeyboardInterrupt``.
+        """
+        self._stop_signal = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._stop_signal is not None:
+                raise KeyboardInterrupt
+            self._stop_signal = signal.Signals(signum).name
+            log.warning("%s received: finishing the current step, then saving a checkpoint (send it again "
+                        "to stop at once without saving)", self._stop_signal)
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
     def run(self, resume: bool = False) -> TrainResult:
-        """Train until ``cfg.max_steps``; returns the final step, checkpoint and logged losses."""
+        """Train until ``cfg.max_steps``; returns the final step, checkpoint and logged losses.
+
+        SIGTERM or SIGINT (Ctrl-C) stops the run cleanly after the current step, with a checkpoint that
+        ``--resume`` continues bit for bit; the result's ``stopped_by`` names the signal.
+        """
+        with self._stop_on_signals():
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> TrainResult:
         from tqdm.auto import tqdm
 
         cfg = self.cfg
@@ -341,6 +424,7 @@ class Trainer:
         window_t, window_steps = time.perf_counter(), 0
         window_loss, window_logs = 0.0, {}
         deadline = None if cfg.max_minutes is None else time.monotonic() + 60.0 * cfg.max_minutes
+        stopped_by = None
         while self.step < cfg.max_steps:
             t0 = time.perf_counter()
             logs = self._train_step()
@@ -350,10 +434,11 @@ class Trainer:
             window_loss += float(loss)
             for k, v in logs.items():
                 window_logs[k] = window_logs.get(k, 0.0) + v
-            # The time budget is decided on rank 0 and shared, so all ranks stop at the same step.
-            out_of_time = any_rank(deadline is not None and self.dist.is_main and time.monotonic() > deadline,
-                                   self.dist)
-            last = self.step == cfg.max_steps or out_of_time
+            # The time budget is decided on rank 0 and a signal on any rank; both are shared (one all-reduce),
+            # so all ranks stop at the same step.
+            timed_out = deadline is not None and self.dist.is_main and time.monotonic() > deadline
+            stop_now = any_rank(timed_out or self._stop_signal is not None, self.dist)
+            last = self.step == cfg.max_steps or stop_now
             if self.step % cfg.log_every == 0 or last:
                 keys = sorted(window_logs)
                 means = all_reduce_mean(torch.tensor([window_loss] + [window_logs[k] for k in keys],
@@ -376,11 +461,17 @@ class Trainer:
             if self.step % cfg.checkpoint_every == 0 or last:
                 self._save()
                 window_t = time.perf_counter()
-            if out_of_time:
-                log.info("train.max_minutes=%s spent: stopped at step %d (continue with --resume)",
-                         cfg.max_minutes, self.step)
+            if stop_now:
+                stopped_by = self._stop_signal or "max_minutes"
+                if self._stop_signal is not None:
+                    log.warning("stopped by %s at step %d of %d; saved %s; continue with the same command plus "
+                                "--resume", self._stop_signal, self.step, cfg.max_steps, self.last_checkpoint)
+                else:
+                    log.info("train.max_minutes=%s spent: stopped at step %d (continue with --resume)",
+                             cfg.max_minutes, self.step)
                 break
         bar.close()
         if self.dist.is_main:
             plot_loss_curve(self.metrics_path, self.out_dir / "loss.png")
-        return TrainResult(step=self.step, checkpoint=self.last_checkpoint, elapsed_s=self.elapsed, losses=losses)
+        return TrainResult(step=self.step, checkpoint=self.last_checkpoint, elapsed_s=self.elapsed, losses=losses,
+                           stopped_by=stopped_by)
