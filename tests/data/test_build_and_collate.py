@@ -14,7 +14,7 @@ has_fmnist = (resolve_dir() / "t10k-images-idx3-ubyte.gz").is_file()
 
 
 def test_unknown_name_lists_valid_ones():
-    with pytest.raises(ValueError, match="unknown dataset name 'mnist'; valid names: fashion-mnist, shapes, folder"):
+    with pytest.raises(ValueError, match="unknown dataset name 'mnist'; valid: fashion-mnist, folder, shapes"):
         DataConfig(name="mnist")
     assert list(DATASETS) == ["fashion-mnist", "shapes", "folder"]
     with pytest.raises(ValueError, match="data.channels must be 1 or 3"):

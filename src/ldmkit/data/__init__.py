@@ -2,7 +2,9 @@
 
 ``build_dataset(DataConfig(...))`` builds any of them with items as dicts (``image``, ``index`` and, when the
 dataset has them, ``label``, ``caption``, ``boxes``, ``box_labels``, ``box_colors``); ``collate`` turns a
-list of items into a :class:`ldmkit.types.Batch`.
+list of items into a :class:`ldmkit.types.Batch`. Each dataset also reports, without loading anything, the
+``(C, H, W)`` of its items (:func:`image_shape`) and the padding ``data.pad_to`` added to its own images
+(:func:`data_padding`), so that a model trained on padded images can return the data's own size.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import torch
 
 from ldmkit.data.fashion_mnist import CLASS_NAMES, FashionMNIST, load_fashion_mnist_arrays
+from ldmkit.data.fashion_mnist import SIZE as FASHION_MNIST_SIZE
 from ldmkit.data.image_folder import (
     DEFAULT_MAX_PIXELS,
     BadImageError,
@@ -23,14 +26,23 @@ from ldmkit.data.image_folder import (
     load_image,
 )
 from ldmkit.data.shapes import COLOR_NAMES, COLORS, SHAPE_NAMES, Shapes
-from ldmkit.data.transforms import Compose, RandomHorizontalFlip, TransformedDataset, as_item, hflip
+from ldmkit.data.transforms import (
+    Compose,
+    Padding,
+    RandomHorizontalFlip,
+    TransformedDataset,
+    as_item,
+    center_padding,
+    hflip,
+)
+from ldmkit.registry import ConfigError, lookup
 from ldmkit.types import Batch
 
 __all__ = [
     "CLASS_NAMES", "COLORS", "COLOR_NAMES", "DATASETS", "DEFAULT_MAX_PIXELS", "SHAPE_NAMES",
-    "BadImageError", "Compose", "DataConfig", "FashionMNIST", "ImageFolder", "ImageTooLargeError", "RandomHorizontalFlip",
-    "Shapes", "TransformedDataset", "as_item", "build_dataset", "collate", "hflip", "load_fashion_mnist_arrays",
-    "load_image",
+    "BadImageError", "Compose", "DataConfig", "DatasetSpec", "FashionMNIST", "ImageFolder", "ImageTooLargeError",
+    "Padding", "RandomHorizontalFlip", "Shapes", "TransformedDataset", "as_item", "build_dataset", "collate",
+    "data_padding", "hflip", "image_shape", "load_fashion_mnist_arrays", "load_image",
 ]
 
 
@@ -80,8 +92,10 @@ class DataConfig:
     hflip: bool = False
 
     def __post_init__(self) -> None:
-        if self.name not in DATASETS:
-            raise ValueError(f"unknown dataset name {self.name!r}; valid names: {', '.join(DATASETS)}")
+        lookup(DATASETS, self.name, "dataset name")
+        if self.pad_to is not None and self.name != "fashion-mnist":
+            raise ConfigError(f"data.pad_to={self.pad_to} is for Fashion-MNIST only (data.name={self.name!r} sets "
+                              "its size with data.image_size); leave it null")
         if self.channels is not None and self.channels not in (1, 3):
             raise ValueError(f"data.channels must be 1 or 3 (or null for the dataset's own), got {self.channels!r}")
         if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 1):
@@ -117,11 +131,51 @@ def _folder(cfg: DataConfig) -> torch.utils.data.Dataset:
                        cache=cfg.cache)
 
 
-DATASETS: dict[str, Callable[[DataConfig], Any]] = {
-    "fashion-mnist": _fashion_mnist,
-    "shapes": _shapes,
-    "folder": _folder,
+def _fashion_mnist_shape(cfg: DataConfig) -> tuple[int, int, int]:
+    size = cfg.pad_to or FASHION_MNIST_SIZE
+    return 1, size, size
+
+
+def _shapes_shape(cfg: DataConfig) -> tuple[int, int, int]:
+    size = cfg.image_size or 32
+    return 3, size, size
+
+
+def _folder_shape(cfg: DataConfig) -> tuple[int, int, int]:
+    if cfg.image_size is None:
+        raise ConfigError("data.image_size must be set for data.name='folder' (its images have their own sizes)")
+    return cfg.channels or 3, cfg.image_size, cfg.image_size
+
+
+def _no_padding(cfg: DataConfig) -> Padding:
+    return Padding()
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset: how to build it, the ``(C, H, W)`` of its items, and what ``data.pad_to`` adds."""
+
+    build: Callable[[DataConfig], Any]
+    shape: Callable[[DataConfig], tuple[int, int, int]]
+    padding: Callable[[DataConfig], Padding] = _no_padding
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "fashion-mnist": DatasetSpec(_fashion_mnist, _fashion_mnist_shape,
+                                 lambda cfg: center_padding(FASHION_MNIST_SIZE, cfg.pad_to)),
+    "shapes": DatasetSpec(_shapes, _shapes_shape),
+    "folder": DatasetSpec(_folder, _folder_shape),
 }
+
+
+def image_shape(config: DataConfig) -> tuple[int, int, int]:
+    """``(C, H, W)`` of the dataset's items, padding included (what a model trains on); reads no file."""
+    return lookup(DATASETS, config.name, "dataset name").shape(config)
+
+
+def data_padding(config: DataConfig) -> Padding:
+    """What ``data.pad_to`` added around the dataset's own images (``Padding()`` when nothing)."""
+    return lookup(DATASETS, config.name, "dataset name").padding(config)
 
 
 def build_dataset(config: DataConfig, transform: Callable[[dict], dict] | None = None) -> TransformedDataset:
@@ -131,9 +185,7 @@ def build_dataset(config: DataConfig, transform: Callable[[dict], dict] | None =
     Fashion-MNIST, ``scene(i)`` for shapes ...); ``.dataset`` is the underlying dataset itself.
     ``transform`` runs after the random flip that ``config.hflip`` asks for.
     """
-    if config.name not in DATASETS:
-        raise ValueError(f"unknown dataset name {config.name!r}; valid names: {', '.join(DATASETS)}")
-    base = DATASETS[config.name](config)
+    base = lookup(DATASETS, config.name, "dataset name").build(config)
     steps = [RandomHorizontalFlip(0.5)] if config.hflip else []
     if transform is not None:
         steps.append(transform)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import struct
@@ -10,7 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ldmkit.data.transforms import center_padding
+
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
+SIZE = 28  # the images' own side
 ENV_VAR = "LDMKIT_FMNIST_DIR"
 CLASS_NAMES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -75,6 +79,8 @@ def load_fashion_mnist_arrays(split: str = "train", root: str | os.PathLike | No
 class FashionMNIST(torch.utils.data.Dataset):
     """Fashion-MNIST as float images in [-1, 1], shape ``[1, S, S]`` (S = 28, or 32 with ``pad_to=32``).
 
+    ``pad_to`` centres the 28x28 images on a background (-1) canvas; ``padding`` says what was added.
+
     Items are ``(image, label)``. The whole split lives in memory (47 MB as uint8 for train).
     """
 
@@ -86,11 +92,8 @@ class FashionMNIST(torch.utils.data.Dataset):
         self.split = split
         self.images_uint8 = torch.from_numpy(images.copy())
         self.labels = torch.from_numpy(labels.copy())
-        if pad_to is not None and pad_to != 28:
-            if pad_to < 28 or (pad_to - 28) % 2:
-                raise ValueError(f"pad_to must be 28 or an even size above 28, got {pad_to}")
-            p = (pad_to - 28) // 2
-            self.images_uint8 = torch.nn.functional.pad(self.images_uint8, (p, p, p, p))
+        self.padding = center_padding(SIZE, pad_to)
+        self.images_uint8 = dataclasses.replace(self.padding, value=0).pad(self.images_uint8)  # uint8 0 = -1
         self.size = self.images_uint8.shape[-1]
 
     def __len__(self) -> int:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.nn import functional as F
 
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b")
 
@@ -27,6 +29,50 @@ def hflip(item: dict) -> dict:
     if isinstance(item.get("caption"), str):
         out["caption"] = swap_left_right(item["caption"])
     return out
+
+
+@dataclass(frozen=True)
+class Padding:
+    """Pixels a dataset adds on each side of its own images (``data.pad_to``), and the fill value.
+
+    ``pad`` applies it to ``[..., H, W]`` images at the data's own size; ``crop`` removes it again from
+    images at the padded size (or larger: the same margins are cut from every side). No padding: both are
+    the identity.
+    """
+
+    top: int = 0
+    bottom: int = 0
+    left: int = 0
+    right: int = 0
+    value: float = -1.0  # the background of [-1, 1] images
+
+    def __bool__(self) -> bool:
+        return any((self.top, self.bottom, self.left, self.right))
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., H, W]`` -> ``[..., top + H + bottom, left + W + right]`` filled with ``value``."""
+        if not self:
+            return x
+        return F.pad(x, (self.left, self.right, self.top, self.bottom), value=self.value)
+
+    def crop(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., H, W]`` -> ``[..., H - top - bottom, W - left - right]`` (the inverse of :meth:`pad`)."""
+        if not self:
+            return x
+        h, w = x.shape[-2:]
+        if h <= self.top + self.bottom or w <= self.left + self.right:
+            raise ValueError(f"cannot remove padding {self} from images of size {h}x{w}")
+        return x[..., self.top:h - self.bottom, self.left:w - self.right]
+
+
+def center_padding(size: int, target: int | None, value: float = -1.0) -> Padding:
+    """The padding that centres a ``size`` x ``size`` image in ``target`` x ``target`` (None: no padding)."""
+    if target is None or target == size:
+        return Padding(value=value)
+    if target < size or (target - size) % 2:
+        raise ValueError(f"pad_to must be {size} or an even size above {size}, got {target}")
+    p = (target - size) // 2
+    return Padding(p, p, p, p, value)
 
 
 class RandomHorizontalFlip:
