@@ -20,6 +20,9 @@ def add_parser(sub, formatter_class):
     p.add_argument("--labels", default=None,
                    help="class-conditional models: comma-separated class indices, repeated to -n "
                         "(default: 0, 1, ..., K-1, 0, ...)")
+    p.add_argument("--size", default=None, metavar="HxW",
+                   help="sample at this image size instead of the training size (e.g. 56x112); H and W must be "
+                        "multiples of the model's factor (U-Net levels x first-stage factor)")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--grid", help="write a grid PNG here (default samples.png when no output is given)")
@@ -42,8 +45,17 @@ def run(args) -> int:
     settings = sampling_settings(args, cfg.sample, loaded.process.num_timesteps)
     sampler, steps, eta, scale = settings.sampler, settings.steps, settings.eta, settings.guidance_scale
     labels = class_labels(args.labels, args.num, cfg.unet.num_classes)
+    generate = loaded.generate
+    if args.size:  # --size HxW: the same flow at another size (pipelines.generate takes the x_t shape)
+        from ldmkit import editing, pipelines
+
+        shape = editing.shape_at(loaded, *editing.parse_size(args.size), what="--size")
+
+        def generate(n, **kwargs):
+            return pipelines.generate(loaded.denoiser, loaded.process, loaded.space, shape, n=n,
+                                      variance_type=cfg.diffusion.variance_type, **kwargs)
     with tqdm(total=args.num, unit="img", desc=f"sampling ({sampler})") as bar:
-        images = loaded.generate(args.num,
+        images = generate(args.num,
                                     sampler=sampler, steps=steps, eta=eta, seed=args.seed, labels=labels,
                                     guidance_scale=scale, batch_size=args.batch_size, progress=bar.update)
     uint8 = to_uint8(images)
@@ -59,7 +71,8 @@ def run(args) -> int:
             label = None if labels is None else int(labels[i])
             cmd = (f"ldmkit sample {shlex.quote(str(loaded.path))} -n 1 --sampler {sampler} --steps {steps} "
                    f"--eta {eta} --seed {args.seed + i}" + ("" if label is None else f" --labels {label}")
-                   + (" --no-ema" if args.no_ema else "") + (f" --guidance-scale {scale}" if label is not None else ""))
+                   + (" --no-ema" if args.no_ema else "") + (f" --guidance-scale {scale}" if label is not None else "")
+                   + (f" --size {args.size}" if args.size else ""))
             meta = {**common, "seed": args.seed + i, "index": i, "label": label, "reproduce": cmd}
             save_png(Path(args.out_dir) / f"{i:05d}.png", uint8[i], meta)
         wrote.append(f"{args.out_dir}/ ({args.num} PNGs)")

@@ -38,6 +38,7 @@ from ldmkit.samplers.grids import (
     uniform_grid,
 )
 from ldmkit.samplers.noise import make_generators, randn, randn_like
+from ldmkit.samplers.repaint import repaint_schedule, sample_repaint  # needs known + mask: not in SAMPLERS
 
 # Options a caller derives from the model and its run config; each sampler takes the subset it names.
 MODEL_OPTIONS = ("variance_type", "clip_denoised", "eta", "dynamic_threshold")
@@ -86,9 +87,11 @@ __all__ = [
     "quadratic_grid",
     "randn",
     "randn_like",
+    "repaint_schedule",
     "sample_ddim",
     "sample_ddpm",
     "sample_dpmpp_2m",
+    "sample_repaint",
     "trailing_grid",
     "uniform_grid",
 ]
