@@ -205,6 +205,8 @@ def verify_file(ckpt: Path, name: str, meta: dict | None) -> None:
     if not isinstance(record, dict):
         return
     size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes; config.json records {record.get('bytes')})")
     if size != record.get("bytes"):
         raise CheckpointError(f"{path}: {size} bytes, but config.json records {record.get('bytes')} "
                               "(truncated or replaced file)")

@@ -186,8 +186,8 @@ class Trainer:
             ckpt_io.restore_rng(*state["rng"])
         except Exception as e:
             self._restore(snapshot)
-            raise ckpt_io.CheckpointError(f"cannot resume from {ckpt}: {type(e).__name__}: {e}; nothing was "
-                                          "loaded") from e
+            why = " ".join(str(e).split())  # torch's load_state_dict message spans lines
+            raise ckpt_io.CheckpointError(f"cannot resume from {ckpt}: {why}; nothing was loaded") from e
         self.step = state["step"]
         train = state["train"]
         self.elapsed = float(train.get("elapsed_s", 0.0))
