@@ -9,10 +9,8 @@ The weights are random (perturbed from their initialisation so that no output la
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from ldmkit import pipelines
 from ldmkit.config import config_from_data
@@ -75,14 +73,3 @@ def ckpts(tmp_path_factory):
 def models(ckpts):
     return {k: pipelines.load_model(v) for k, v in ckpts.items()}
 
-
-def write_png(path, array) -> str:
-    """Save a uint8 ``[H, W]`` or ``[H, W, 3]`` array as a PNG and return its path."""
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
-    return str(path)
-
-
-def random_uint8(h: int, w: int, seed: int = 0, channels: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    shape = (h, w) if channels == 1 else (h, w, channels)
-    return rng.integers(0, 256, size=shape, dtype=np.uint8)

@@ -3,6 +3,7 @@ jumps, the exact known region, and R = 1 with nothing known = DDPM ancestral sam
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -51,7 +52,7 @@ def oracle_repaint(T, betas, denoiser, x_T, known, keep, gen, j, r):
     abar = [math.prod(1 - v for v in b[: k + 1]) for k in range(T)]
     states = oracle_schedule(T, j, r)
     x = x_T
-    for prev, nxt in zip(states, states[1:]):
+    for prev, nxt in itertools.pairwise(states):
         if nxt == prev + 1:  # x at index prev-1 -> index prev: q(x_t | x_{t-1})
             z = torch.randn(x.shape[1:], generator=gen).unsqueeze(0)
             x = math.sqrt(1 - b[prev]) * x + math.sqrt(b[prev]) * z
