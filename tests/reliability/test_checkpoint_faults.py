@@ -53,10 +53,13 @@ def _edit_json(path: Path, edit) -> None:
 
 
 DAMAGE = {  # name -> (damage(ckpt folder), message the error must contain)
-    "truncated model": (lambda c: _truncate(c / "model.safetensors"), r"model\.safetensors: \d+ bytes, but config"),
+    "truncated model": (lambda c: _truncate(c / "model.safetensors"),
+                        r"model\.safetensors: truncated: the tensors end at byte"),
     "zero-byte model": (lambda c: (c / "model.safetensors").write_bytes(b""), r"model\.safetensors: empty file"),
     "corrupt model header": (lambda c: _flip_bytes(c / "model.safetensors", "header"),
-                             r"model\.safetensors: corrupt content"),
+                             r"model\.safetensors: corrupt header"),
+    "replaced model": (lambda c: ck.write_tensors(c / "model.safetensors", {"x": torch.zeros(3)}),
+                       r"model\.safetensors: \d+ bytes, but config\.json records \d+"),
     "corrupt model data": (lambda c: _flip_bytes(c / "model.safetensors", "data"),
                            r"model\.safetensors: corrupt content"),
     "corrupt optimizer data": (lambda c: _flip_bytes(c / "optimizer.safetensors", "data"),
@@ -165,7 +168,8 @@ def test_read_tensors_names_layout_damage_without_a_record(tmp_path, where):
 
 
 # ------------------------------------------------------------------------------- loading for sampling
-SAMPLE_DAMAGE = ["truncated model", "zero-byte model", "corrupt model header", "corrupt model data", "newer format"]
+SAMPLE_DAMAGE = ["truncated model", "zero-byte model", "corrupt model header", "corrupt model data", "replaced model",
+                 "newer format"]
 
 
 @pytest.mark.parametrize("case", SAMPLE_DAMAGE)

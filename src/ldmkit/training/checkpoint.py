@@ -202,6 +202,9 @@ def verify_file(ckpt: Path, name: str, meta: dict | None) -> None:
     record = ((meta or {}).get("files") or {}).get(name)
     if not path.is_file():
         raise CheckpointError(f"{path}: file missing")
+    problem = _safetensors_problem(path)  # first: a pickle, an empty or truncated file gets its own words
+    if problem is not None:
+        raise CheckpointError(f"{path}: {problem}")
     if not isinstance(record, dict):
         return
     size = path.stat().st_size

@@ -1,0 +1,201 @@
+"""No pickle, anywhere: a planted malicious pickle handed to every entry point that takes a model or weights
+path is refused with a clear line and never runs, also with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``; ``.npz``
+inputs load with ``allow_pickle=False``; and a lint fails on any unpickling call in ``src/``.
+
+Guards: ``resolve_checkpoint``'s suffix check and ``_safetensors_problem``'s pickle/zip check in
+``ldmkit/training/checkpoint.py`` (every checkpoint entry point), the suffix check and safetensors-only load
+of ``metrics.features.load_inception_extractor`` and ``autoencoders.perceptual.load_verified_safetensors``,
+and ``np.load(..., allow_pickle=False)`` in ``metrics/evaluate.py`` and ``metrics/reference.py``; the lint
+guards all of ``src/``.
+"""
+
+from __future__ import annotations
+
+import ast
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _reliability_helpers import Planted, ae_checkpoint, diffusion_checkpoint, plant_pickle
+
+from ldmkit.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+SRC = ROOT / "src" / "ldmkit"
+CONFIGS = ROOT / "configs"
+
+
+@pytest.fixture(autouse=True)
+def _torch_unsafe_default(monkeypatch):
+    """torch's escape hatch that turns ``weights_only`` off for every ``torch.load``: must change nothing."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+
+
+@pytest.mark.parametrize("torch_format", [False, True])
+def test_the_planted_files_really_run_code_when_unpickled(tmp_path, torch_format):
+    """The test files are real exploits: unpickling them (as ``torch.load`` with the variable above would)
+    creates the marker. So a marker that never appears below means the files were never unpickled."""
+    marker = tmp_path / "MARKER"
+    path = plant_pickle(tmp_path / "evil.pt", marker, torch_format=torch_format)
+    if torch_format:
+        with pytest.warns(UserWarning, match="TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"):
+            torch.load(path)  # honours TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1: a full unpickle
+    else:
+        pickle.loads(path.read_bytes())
+    assert marker.exists()
+
+
+# ------------------------------------------------------------------------------------- entry points
+def _checkpoint_commands(path: str, tmp: Path) -> dict[str, list[str]]:
+    return {
+        "sample": ["sample", path, "-n", "1", "--steps", "2", "--device", "cpu", "--npz", str(tmp / "s.npz")],
+        "eval": ["eval", path, "-n", "2", "--steps", "2", "--metrics", "fid"],
+        "nll": ["nll", path, "-n", "1", "--device", "cpu"],
+        "info": ["info", path],
+    }
+
+
+def _evil_files(tmp: Path, marker: Path) -> dict[str, Path]:
+    """Pickles named as model files (plain pickle and torch's zip), one per common suffix."""
+    return {"pt": plant_pickle(tmp / "evil.pt", marker, torch_format=True),
+            "ckpt": plant_pickle(tmp / "evil.ckpt", marker),
+            "bin": plant_pickle(tmp / "evil.bin", marker, torch_format=True)}
+
+
+def _assert_refused(code: int, capsys, marker: Path) -> str:
+    err = capsys.readouterr().err
+    assert code in (1, 2), err
+    assert "pickle" in err and "Traceback" not in err, err
+    assert not marker.exists(), "the planted pickle ran"
+    return err
+
+
+@pytest.mark.parametrize("command", ["sample", "eval", "nll", "info"])
+def test_pickle_files_refused_by_diffusion_commands(tmp_path, capsys, command):
+    marker = tmp_path / "MARKER"
+    for path in _evil_files(tmp_path, marker).values():
+        _assert_refused(main(_checkpoint_commands(str(path), tmp_path)[command]), capsys, marker)
+    # a pickle inside an otherwise valid checkpoint folder, renamed to model.safetensors (plain and zip)
+    for torch_format in (False, True):
+        ckpt = diffusion_checkpoint(tmp_path, f"ckpt{torch_format}")
+        plant_pickle(ckpt / "model.safetensors", marker, torch_format=torch_format)
+        err = _assert_refused(main(_checkpoint_commands(str(ckpt), tmp_path)[command]), capsys, marker)
+        assert "model.safetensors" in err
+
+
+def test_pickle_files_refused_by_ae_stats_and_first_stage(tmp_path, capsys):
+    marker = tmp_path / "MARKER"
+    ae = ae_checkpoint(tmp_path)
+    plant_pickle(ae / "model.safetensors", marker, torch_format=True)
+    targets = [*_evil_files(tmp_path, marker).values(), ae]
+    for path in targets:
+        _assert_refused(main(["ae-stats", str(path), "--num-images", "2"]), capsys, marker)
+        train = ["train", str(CONFIGS / "ldm_kl_f4_fmnist.yaml"), "--out", str(tmp_path / "ldm"),
+                 f"--first_stage={path}", "--train.max_steps=1", "--no-progress"]
+        _assert_refused(main(train), capsys, marker)
+    assert not (tmp_path / "ldm" / "checkpoints").exists()
+
+
+def test_pickle_refused_as_lpips_weights(tmp_path, capsys):
+    marker = tmp_path / "MARKER"
+    renamed = plant_pickle(tmp_path / "lpips_vgg.safetensors", marker, torch_format=True)
+    for path in [*_evil_files(tmp_path, marker).values(), renamed]:
+        code = main(["train-ae", str(CONFIGS / "ae_kl_f4_fmnist.yaml"), "--out", str(tmp_path / "ae"),
+                     "--loss.perceptual=lpips_vgg", f"--loss.lpips_path={path}", "--train.max_steps=1",
+                     "--no-progress"])
+        err = capsys.readouterr().err
+        assert code in (1, 2) and str(path) in err and "Traceback" not in err, err
+        assert not marker.exists()
+    assert not (tmp_path / "ae" / "checkpoints").exists()
+
+
+def _images_npz(path: Path) -> Path:
+    np.savez(path, images=np.zeros((4, 28, 28, 1), dtype=np.uint8))
+    return path
+
+
+def test_pickle_refused_as_inception_weights(tmp_path, capsys):
+    marker = tmp_path / "MARKER"
+    images = _images_npz(tmp_path / "images.npz")
+    renamed = plant_pickle(tmp_path / "inception.safetensors", marker, torch_format=True)
+    for path in [*_evil_files(tmp_path, marker).values(), tmp_path / "evil.pth", renamed]:
+        if not path.exists():
+            plant_pickle(path, marker)
+        code = main(["eval-images", str(images), "--extractor", "inception-fid", "--inception-weights", str(path),
+                     "--metrics", "fid", "--reference", str(images)])
+        err = capsys.readouterr().err
+        assert code in (1, 2) and str(path) in err and "Traceback" not in err, err
+        assert not marker.exists()
+
+
+@pytest.mark.parametrize("option", ["images", "reference"])
+def test_object_array_npz_is_never_unpickled(tmp_path, capsys, option):
+    """An ``.npz``/``.npy`` whose array is a pickled object (np.save pickles object arrays) is refused."""
+    marker = tmp_path / "MARKER"
+    evil = np.empty(1, dtype=object)
+    evil[0] = Planted(marker)
+    np.savez(tmp_path / "evil.npz", images=evil, features=evil, protocol_json=evil, mu=evil, sigma=evil)
+    np.save(tmp_path / "evil.npy", evil)
+    good = _images_npz(tmp_path / "good.npz")
+    with np.load(tmp_path / "evil.npz", allow_pickle=True) as z:  # proof that the file is an exploit
+        z["images"]
+    assert marker.exists()
+    marker.unlink()
+    for path in (tmp_path / "evil.npz", tmp_path / "evil.npy")[: 2 if option == "images" else 1]:
+        args = [str(path), "--reference", str(good)] if option == "images" else [str(good), "--reference", str(path)]
+        code = main(["eval-images", *args, "--metrics", "fid"])
+        err = capsys.readouterr().err
+        assert code in (1, 2) and "Traceback" not in err and ("pickle" in err or "Object arrays" in err), err
+        assert not marker.exists()
+
+
+# ------------------------------------------------------------------------------------------- lint
+FORBIDDEN_CALLS = {("torch", "load"), ("pickle", "load"), ("pickle", "loads"), ("pickle", "Unpickler"),
+                   ("_pickle", "load"), ("_pickle", "loads"), ("joblib", "load"), ("dill", "load"),
+                   ("dill", "loads"), ("cloudpickle", "load"), ("cloudpickle", "loads"), ("marshal", "loads")}
+FORBIDDEN_MODULES = {"pickle", "_pickle", "dill", "cloudpickle", "joblib", "marshal", "shelve"}
+
+
+def unpickling_sites(source: str, filename: str = "<src>") -> list[str]:
+    """Lines of ``source`` that unpickle or could: ``torch.load`` / ``pickle.load(s)`` (called or referenced,
+    also via ``from torch import load``), imports of pickle-like modules, ``allow_pickle=True``,
+    ``weights_only=False``, and ``np.load`` without an explicit ``allow_pickle=False``. Text inside strings
+    (e.g. help that tells users how to convert a ``.pth`` file elsewhere) is not code and is not flagged."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        where = f"{filename}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if (node.value.id, node.attr) in FORBIDDEN_CALLS:
+                found.append(f"{where}: {node.value.id}.{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = {a.name for a in node.names}
+            if node.module.split(".")[0] in FORBIDDEN_MODULES or any((node.module, n) in FORBIDDEN_CALLS for n in names):
+                found.append(f"{where}: from {node.module} import {sorted(names)}")
+        elif isinstance(node, ast.Import):
+            found += [f"{where}: import {a.name}" for a in node.names if a.name.split(".")[0] in FORBIDDEN_MODULES]
+        elif isinstance(node, ast.keyword) and node.arg in ("allow_pickle", "weights_only"):
+            value = node.value.value if isinstance(node.value, ast.Constant) else None
+            if (node.arg == "allow_pickle" and value is not False) or (node.arg == "weights_only" and value is not True):
+                found.append(f"{where}: {node.arg}={ast.unparse(node.value)}")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load" \
+                and isinstance(node.func.value, ast.Name) and node.func.value.id in ("np", "numpy") \
+                and not any(k.arg == "allow_pickle" for k in node.keywords):
+            found.append(f"{where}: np.load without allow_pickle=False")
+    return found
+
+
+def test_lint_catches_each_forbidden_form():
+    """The lint itself can fail: every form is caught, and the same words inside a string are not."""
+    bad = ["torch.load(f)", "pickle.load(f)", "pickle.loads(b)", "from torch import load", "import pickle",
+           "np.load(f, allow_pickle=True)", "np.load(f)", "torch.load(f, weights_only=False)", "x = torch.load"]
+    for line in bad:
+        assert unpickling_sites(line), line
+    assert not unpickling_sites('HELP = "torch.load(path, weights_only=True)"\nnp.load(f, allow_pickle=False)')
+
+
+def test_no_unpickling_anywhere_in_src():
+    found = [site for path in sorted(SRC.rglob("*.py"))
+             for site in unpickling_sites(path.read_text(), str(path.relative_to(ROOT)))]
+    assert not found, "unpickling code in src/ (ldmkit never loads pickle):\n" + "\n".join(found)
