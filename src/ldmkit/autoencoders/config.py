@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ldmkit.config import ConfigError, apply_overrides, from_dict, to_dict
 from ldmkit.data import DataConfig
+from ldmkit.registry import ConfigError
+from ldmkit.schema import apply_overrides, from_dict, to_dict
 from ldmkit.training.config import TrainConfig
 
 ModelType = Literal["kl", "vq"]

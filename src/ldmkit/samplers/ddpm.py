@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ldmkit.diffusion.process import check_variance_type
+from ldmkit.diffusion.process import is_learned_variance
 from ldmkit.samplers.common import Callback, call_denoiser, check_grid, check_x, grid_steps, postprocess_x0
 from ldmkit.samplers.noise import Generators, randn_like
 from ldmkit.types import Cond
@@ -29,7 +29,7 @@ def sample_ddpm(denoiser, x_T: torch.Tensor, timesteps, process, *, cond: Cond |
         clip_denoised / dynamic_threshold: x0 post-processing, see :func:`ldmkit.samplers.sample_ddim`.
     """
     check_x(x_T, "ddpm")
-    check_variance_type(variance_type)
+    is_learned_variance(variance_type)  # validates the name
     grid = check_grid(timesteps, process.num_timesteps, "ddpm")
     if grid.numel() != process.num_timesteps:  # strictly decreasing within [0, T-1], so full <=> every step
         process = process.respace(grid.flip(0).tolist())
