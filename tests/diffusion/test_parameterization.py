@@ -7,6 +7,7 @@ import torch
 
 from ldmkit.diffusion import GaussianProcess, get_betas
 from ldmkit.diffusion import parameterization as P
+from ldmkit.registry import ConfigError
 
 EPS64 = torch.finfo(torch.float64).eps
 
@@ -54,7 +55,7 @@ def test_dtype_follows_data_and_errors():
     x = torch.randn(2, 1, 4, 4)
     x0, eps = P.prediction_from_output(x, x, a, "v")
     assert x0.dtype == eps.dtype == torch.float32 and x0.shape == x.shape
-    with pytest.raises(ValueError, match="valid prediction types: eps, x0, v"):
+    with pytest.raises(ConfigError, match="unknown prediction type 'score'; valid: eps, v, x0"):
         P.prediction_from_output(x, x, a, "score")
     with pytest.raises(ValueError, match="differs from x_t shape"):
         P.prediction_from_output(x[:, :, :2], x, a, "eps")

@@ -8,6 +8,7 @@ import torch
 
 from ldmkit.diffusion import GaussianProcess, get_betas
 from ldmkit.diffusion.parameterization import x0_from_eps
+from ldmkit.registry import ConfigError
 from ldmkit.types import Prediction
 
 SCHEDULE_NAMES = ["linear", "cosine"]
@@ -104,10 +105,20 @@ def test_variance_types(process):
         out = torch.full_like(x_t, v)
         _, var, _ = process.p_mean_variance(Prediction(x_t, x_t, out), x_t, t, "learned_range")
         torch.testing.assert_close(var, expected.expand(-1, 2), rtol=1e-10, atol=0)
+    # without the clamp (training) v extrapolates the log-linear interpolation (Nichol & Dhariwal Eq. 15)
+    for v in (4.0, -7.0, 0.5):
+        out = torch.full_like(x_t, v)
+        _, var, _ = process.p_mean_variance(Prediction(x_t, x_t, out), x_t, t, "learned_range",
+                                            clamp_learned_range=False)
+        expected = torch.exp((v + 1) / 2 * torch.log(hi) + (1 - v) / 2 * torch.log(lo))
+        torch.testing.assert_close(var, expected.expand(-1, 2), rtol=1e-10, atol=0)
     with pytest.raises(ValueError, match="needs Prediction.var_output"):
         process.p_mean_variance(pred, x_t, t, "learned_range")
-    with pytest.raises(ValueError, match="valid variance types: fixed_small, fixed_large, learned, learned_range"):
+    with pytest.raises(ConfigError, match="unknown variance type 'fixed'; valid: fixed_large, fixed_small, "
+                                          "learned, learned_range"):
         process.p_mean_variance(pred, x_t, t, "fixed")
+    with pytest.raises(ConfigError, match="unknown process table 'beta'; valid: .*betas"):
+        process.gather("beta", t, x_t)
 
 
 def test_respace_keeps_alpha_bar_exactly(process):

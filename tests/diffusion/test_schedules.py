@@ -1,4 +1,4 @@
-"""Noise schedules against their defining formulas, and the Pillow plot / CLI."""
+"""Noise schedules against their defining formulas, and their Pillow plot (``ldmkit.training.plot``) / CLI."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 
 from ldmkit.cli import main
-from ldmkit.diffusion.schedules import SCHEDULES, get_betas, plot_schedules
+from ldmkit.diffusion.schedules import SCHEDULES, get_betas
+from ldmkit.registry import ConfigError
+from ldmkit.training.plot import plot_schedules
 
 
 def test_linear_matches_ho_and_scales_with_T():
@@ -43,6 +45,31 @@ def test_scaled_linear_and_sigmoid():
     assert abar[499] == pytest.approx(0.5, abs=1e-12)  # symmetric sigmoid: alpha-bar(T/2) = 1/2
 
 
+def _chen_gamma(u: float, start: float = -3.0, end: float = 3.0, tau: float = 1.0) -> float:
+    """Chen 2023, Alg. 1 (sigmoid_schedule, continuous time u in [0, 1]), in plain Python floats."""
+    def sig(z):
+        return 1.0 / (1.0 + math.exp(-z))
+
+    return (sig(end / tau) - sig((u * (end - start) + start) / tau)) / (sig(end / tau) - sig(start / tau))
+
+
+@pytest.mark.parametrize("T", [50, 1000])
+def test_sigmoid_endpoints_match_chen_alg1(T):
+    """alpha-bar at index t is gamma((t+1)/T); beta_0 = 1 - gamma(1/T); gamma(1) = 0 makes beta_{T-1} hit the clip."""
+    b = get_betas("sigmoid", T)
+    abar = np.cumprod(1 - b)
+    assert _chen_gamma(0.0) == 1.0 and _chen_gamma(1.0) == 0.0
+    assert b[0] == pytest.approx(1.0 - _chen_gamma(1 / T), rel=1e-10)
+    assert abar[0] == pytest.approx(_chen_gamma(1 / T), rel=1e-12)
+    assert b[-2] == pytest.approx(1.0 - _chen_gamma((T - 1) / T) / _chen_gamma((T - 2) / T), rel=1e-10)
+    assert abar[-2] == pytest.approx(_chen_gamma((T - 1) / T), rel=1e-9)
+    assert b[-1] == 0.999  # 1 - gamma(1) / gamma((T-1)/T) = 1, clipped at MAX_BETA as for cosine
+    assert abar[-1] == pytest.approx(0.001 * _chen_gamma((T - 1) / T), rel=1e-9)
+    # and in the middle, every step against the closed form
+    t = np.arange(T - 1)
+    np.testing.assert_allclose(abar[:-1], [_chen_gamma((i + 1) / T) for i in t], rtol=1e-9)
+
+
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
 def test_zero_terminal_snr_rescaling(name):
     base = np.sqrt(np.cumprod(1 - get_betas(name, 200)))
@@ -57,7 +84,8 @@ def test_zero_terminal_snr_rescaling(name):
 
 
 def test_unknown_schedule_lists_valid_names():
-    with pytest.raises(ValueError, match="valid schedules: linear, cosine, scaled_linear, sigmoid"):
+    with pytest.raises(ConfigError, match="unknown noise schedule 'quadratic'; valid: cosine, linear, "
+                                          "scaled_linear, sigmoid"):
         get_betas("quadratic", 100)
     with pytest.raises(ValueError, match="positive integer"):
         get_betas("linear", 0)
@@ -78,4 +106,4 @@ def test_cli_schedule_plot(tmp_path, capsys):
     assert main(["schedule", "plot", "linear", "cosine", "-o", str(out), "-T", "50"]) == 0
     assert out.is_file() and "cosine" in capsys.readouterr().out
     assert main(["schedule", "plot", "linear", "nope", "-o", str(tmp_path / "x.png")]) == 2
-    assert "valid schedules" in capsys.readouterr().err
+    assert "unknown noise schedule 'nope'; valid: cosine, linear" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ldmkit.diffusion.timesteps import LossSecondMomentSampler, UniformSampler, create_timestep_sampler
+from ldmkit.registry import ConfigError
 
 
 def test_uniform_sampler():
@@ -54,6 +55,6 @@ def test_state_dict_round_trip_and_errors():
         LossSecondMomentSampler(6, history_per_term=2).load_state_dict(a.state_dict())
     with pytest.raises(ValueError, match="outside"):
         a.update_with_losses(torch.tensor([5]), torch.tensor([1.0]))
-    with pytest.raises(ValueError, match="valid samplers: uniform, loss_second_moment"):
+    with pytest.raises(ConfigError, match="unknown timestep sampler 'importance'; valid: loss_second_moment, uniform"):
         create_timestep_sampler("importance", 10)
     assert isinstance(create_timestep_sampler("loss_second_moment", 10), LossSecondMomentSampler)

@@ -77,13 +77,16 @@ def test_hybrid_loss_falls_and_learned_range_variance_stays_in_bounds(one_thread
     assert after["loss"] < 0.7 * before["loss"], (before, after)
     assert after["mse"] < before["mse"] and after["vlb"] < before["vlb"], (before, after)
 
-    # learned_range: Sigma_theta stays within [beta-tilde_t, beta_t] at every t (p_log_variance clamps v to
-    # [-1, 1]; here about a quarter of the raw outputs exceed 1 after 200 steps, so the clamp is exercised)
+    # learned_range is not clamped in training, so L_vlb pulls an output v > 1 back towards [-1, 1]: after
+    # 200 steps ~6% of the raw outputs exceed 1 (with the old training clamp they got no gradient and 28% stayed
+    # pinned above 1). Sampling still clamps: Sigma_theta stays within [beta-tilde_t, beta_t] at every t.
     with torch.no_grad():
         t_all = torch.arange(0, process.num_timesteps, 8)
         x_t = process.q_sample(x[: len(t_all)], t_all, generator=gen)
         pred = model(x_t, process.model_timesteps(t_all), None)
         _, var, _ = process.p_mean_variance(pred, x_t, t_all, "learned_range")
+    pinned = float((pred.var_output > 1).float().mean())
+    assert pinned < 0.15, f"{pinned:.0%} of the learned_range outputs exceed 1"
     lo = process.posterior_variance[1:].clone()
     lo = torch.cat([lo[:1], lo])[t_all].float().reshape(-1, 1, 1, 1)  # beta-tilde_t, clipped at t=0
     hi = process.betas[t_all].float().reshape(-1, 1, 1, 1)

@@ -34,7 +34,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 def run_plot(args) -> int:
     import numpy as np
 
-    from ldmkit.diffusion.schedules import get_betas, plot_schedules
+    from ldmkit.diffusion.schedules import get_betas
+    from ldmkit.training.plot import plot_schedules
 
     # before drawing anything: an unknown name is a ConfigError (exit 2)
     tables = {n: np.cumprod(1.0 - get_betas(n, args.num_timesteps,

@@ -1,7 +1,7 @@
 """Gaussian diffusion math (DDPM, Improved DDPM): schedules, the process, parameterizations, losses, likelihood.
 
-Imports only torch and numpy (and ``ldmkit.types``); never a network. See ``process.py`` for the timestep
-index convention and for how respaced processes map their steps to the base model's timesteps.
+Imports only torch and numpy (and ``ldmkit.types`` / ``ldmkit.registry``); never a network. See ``process.py``
+for the timestep index convention and for how respaced processes map their steps to the base model's timesteps.
 """
 
 from ldmkit.diffusion.likelihood import (
@@ -17,7 +17,7 @@ from ldmkit.diffusion.likelihood import (
 from ldmkit.diffusion.objectives import LOSS_TYPES, LossType, training_losses
 from ldmkit.diffusion.parameterization import PREDICTION_TYPES, PredictionType, prediction_from_output
 from ldmkit.diffusion.process import VARIANCE_TYPES, GaussianProcess, VarianceType
-from ldmkit.diffusion.schedules import SCHEDULES, get_betas, plot_schedules
+from ldmkit.diffusion.schedules import SCHEDULES, get_betas
 from ldmkit.diffusion.timesteps import (
     TIMESTEP_SAMPLERS,
     LossSecondMomentSampler,
@@ -46,7 +46,6 @@ __all__ = [
     "discretized_gaussian_log_likelihood",
     "get_betas",
     "normal_kl",
-    "plot_schedules",
     "prediction_from_output",
     "prior_bpd",
     "training_losses",

@@ -20,17 +20,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Literal
 
 import torch
 
+from ldmkit.diffusion.process import GaussianProcess, VarianceType
+from ldmkit.registry import lookup
 from ldmkit.types import Cond, Prediction
 
-if TYPE_CHECKING:
-    from ldmkit.diffusion.process import GaussianProcess, VarianceType
-
 DecoderType = Literal["discretized", "continuous"]
-DECODER_TYPES: tuple[str, ...] = get_args(DecoderType)
 LOG2 = math.log(2.0)
 
 
@@ -86,10 +84,11 @@ def discretized_gaussian_log_likelihood(
     )
 
 
-def check_decoder_type(decoder: str) -> str:
-    if decoder not in DECODER_TYPES:
-        raise ValueError(f"unknown decoder {decoder!r}; valid decoders: {', '.join(DECODER_TYPES)}")
-    return decoder
+# decoder -> log p(x0 | x_1) elementwise, as f(x0, means, log_scales); the keys are DecoderType's values
+DECODER_TYPES: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "discretized": discretized_gaussian_log_likelihood,
+    "continuous": continuous_gaussian_log_likelihood,
+}
 
 
 def vlb_term_bpd(
@@ -102,6 +101,7 @@ def vlb_term_bpd(
     *,
     decoder: DecoderType = "discretized",
     clip_x0: bool = False,
+    clamp_learned_range: bool = True,
 ) -> torch.Tensor:
     """One term of the variational bound in bits/dim, Ho et al. 2020 Eq. 5 (Nichol & Dhariwal Eq. 4-6).
 
@@ -118,19 +118,18 @@ def vlb_term_bpd(
         decoder: ``discretized`` (8-bit data in [-1, 1]) or ``continuous``.
         clip_x0: clamp the predicted x0 to [-1, 1] before forming the mean (improved-diffusion's NLL
             evaluation does, with its default ``clip_denoised=True``; training does not).
+        clamp_learned_range: clamp a ``learned_range`` v to [-1, 1] (NLL evaluation of the model that is
+            sampled from); training passes ``False`` so that L_vlb has a gradient for every v.
 
     Returns:
         ``[N]`` bits/dim.
     """
-    check_decoder_type(decoder)
+    log_likelihood = lookup(DECODER_TYPES, decoder, "decoder")
     true_mean, _, true_log_var = process.q_posterior_mean_variance(x0, x_t, t)
-    model_mean, _, model_log_var = process.p_mean_variance(prediction, x_t, t, variance_type, clip_x0=clip_x0)
+    model_mean, _, model_log_var = process.p_mean_variance(prediction, x_t, t, variance_type, clip_x0=clip_x0,
+                                                           clamp_learned_range=clamp_learned_range)
     kl = mean_flat(normal_kl(true_mean, true_log_var, model_mean, model_log_var)) / LOG2
-    if decoder == "discretized":
-        log_lik = discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_log_var)
-    else:
-        log_lik = continuous_gaussian_log_likelihood(x0, model_mean, 0.5 * model_log_var)
-    decoder_nll = -mean_flat(log_lik) / LOG2
+    decoder_nll = -mean_flat(log_likelihood(x0, model_mean, 0.5 * model_log_var)) / LOG2
     t = process.check_timesteps(t, x_t)
     return torch.where(t == 0, decoder_nll, kl)
 

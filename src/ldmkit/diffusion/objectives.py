@@ -9,38 +9,42 @@ Dhariwal Eq. 16, lambda = 0.001), ``min_snr_gamma`` gamma of Hang et al. 2023.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 
 from ldmkit.diffusion import parameterization as param
 from ldmkit.diffusion.likelihood import mean_flat, prior_bpd, vlb_term_bpd
-from ldmkit.diffusion.process import (
-    LEARNED_VARIANCE_TYPES,
-    GaussianProcess,
-    VarianceType,
-    check_variance_type,
-)
+from ldmkit.diffusion.process import VARIANCE_TYPES, GaussianProcess, VarianceType, is_learned_variance
+from ldmkit.registry import ConfigError, lookup
 from ldmkit.types import Cond, Prediction
 
 LossType = Literal["simple", "vlb", "hybrid"]
-LOSS_TYPES: tuple[str, ...] = get_args(LossType)
+# The one statement of which variance types each loss can train (the keys are LossType's values):
+# L_simple has no variance term, so only a fixed variance fits it (Ho et al. 2020, Sec. 3.2); the L_vlb
+# term of L_hybrid trains only the variance (Nichol & Dhariwal 2021, Sec. 3.1), so it needs a learned one;
+# L_vlb alone trains the mean and, if learned, the variance, so every variance type fits it.
+LOSS_TYPES: dict[str, tuple[str, ...]] = {
+    "simple": tuple(v for v, learned in VARIANCE_TYPES.items() if not learned),
+    "vlb": tuple(VARIANCE_TYPES),
+    "hybrid": tuple(v for v, learned in VARIANCE_TYPES.items() if learned),
+}
+_LOSS_RULES = {  # why a combination is refused, and what to use instead
+    "simple": "L_simple has no variance term, so it cannot train a learned variance; use loss_type 'hybrid' "
+              "(Improved DDPM) or 'vlb'",
+    "hybrid": "the VLB term of L_hybrid only trains a learned variance; use loss_type 'simple' (or 'vlb')",
+}
 
 
-def check_loss_type(loss_type: str) -> str:
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"unknown loss type {loss_type!r}; valid loss types: {', '.join(LOSS_TYPES)}")
-    return loss_type
-
-
-def _check_combination(loss_type: str, variance_type: str) -> None:
-    learned = variance_type in LEARNED_VARIANCE_TYPES
-    if loss_type == "simple" and learned:
-        raise ValueError(f"loss type 'simple' does not train a {variance_type!r} variance; use loss type "
-                         "'hybrid' (Improved DDPM) or 'vlb', or a fixed variance type")
-    if loss_type == "hybrid" and not learned:
-        raise ValueError(f"loss type 'hybrid' adds a VLB term that only trains a learned variance; with "
-                         f"variance type {variance_type!r} use loss type 'simple' (or 'vlb')")
+def check_loss_and_variance(loss_type: str, variance_type: str) -> None:
+    """Raise a :class:`ConfigError` unless ``loss_type`` can train ``variance_type`` (the ``LOSS_TYPES`` table)."""
+    allowed = lookup(LOSS_TYPES, loss_type, "loss type")
+    is_learned_variance(variance_type)  # an unknown name is its own error
+    if variance_type not in allowed:
+        pairs = ", ".join(f"{name!r} with {'/'.join(v) if v != tuple(VARIANCE_TYPES) else 'any'}"
+                          for name, v in LOSS_TYPES.items())
+        raise ConfigError(f"loss_type={loss_type!r} does not fit variance_type={variance_type!r}: "
+                          f"{_LOSS_RULES[loss_type]} (valid pairs: {pairs})")
 
 
 def training_losses(
@@ -52,7 +56,7 @@ def training_losses(
     cond: Cond | None = None,
     noise: torch.Tensor | None = None,
     loss_type: LossType = "simple",
-    variance_type: VarianceType = "fixed_small",
+    variance_type: VarianceType = "fixed_large",
     prediction_type: param.PredictionType = "eps",
     vlb_weight: float = 0.001,
     min_snr_gamma: float | None = None,
@@ -93,10 +97,8 @@ def training_losses(
         dict of ``[N]`` tensors: ``loss``; ``mse`` (simple, hybrid); ``vlb`` (vlb, hybrid; bits/dim of L_t);
         ``prior`` (bits/dim, no gradient); ``x_t`` is not returned.
     """
-    check_loss_type(loss_type)
-    check_variance_type(variance_type)
-    param.check_prediction_type(prediction_type)
-    _check_combination(loss_type, variance_type)
+    check_loss_and_variance(loss_type, variance_type)
+    lookup(param.PREDICTION_TYPES, prediction_type, "prediction type")
     t = process.check_timesteps(t, x0)
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
@@ -119,7 +121,8 @@ def training_losses(
         vlb_prediction = prediction
         if loss_type == "hybrid":  # stop-gradient on the mean: L_vlb trains only the variance
             vlb_prediction = Prediction(prediction.x0.detach(), prediction.eps.detach(), prediction.var_output)
-        terms["vlb"] = vlb_term_bpd(process, vlb_prediction, x0, x_t, t, variance_type)
+        # no clamp of a learned_range v: outside [-1, 1] it would get no gradient (improved-diffusion)
+        terms["vlb"] = vlb_term_bpd(process, vlb_prediction, x0, x_t, t, variance_type, clamp_learned_range=False)
     T = process.num_timesteps
     if loss_type == "simple":
         terms["loss"] = terms["mse"]

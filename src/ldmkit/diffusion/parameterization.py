@@ -12,20 +12,19 @@ dtype and device.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Literal
 
 import torch
 
+from ldmkit.registry import lookup
+
 PredictionType = Literal["eps", "x0", "v"]
-PREDICTION_TYPES: tuple[str, ...] = get_args(PredictionType)
-
-
-def check_prediction_type(prediction_type: str) -> str:
-    """Return ``prediction_type`` if valid, else raise ValueError listing the valid names."""
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"unknown prediction type {prediction_type!r}; valid prediction types: "
-                         f"{', '.join(PREDICTION_TYPES)}")
-    return prediction_type
+# prediction type -> what the network outputs; the keys are PredictionType's values
+PREDICTION_TYPES: dict[str, str] = {
+    "eps": "the noise eps (Ho et al. 2020)",
+    "x0": "the clean sample x0",
+    "v": "the velocity v (Salimans & Ho 2022)",
+}
 
 
 def _coefs(alpha_bar, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,7 +81,7 @@ def prediction_from_output(
     Returns:
         (x0, eps), each ``[N, ...]``; the one that ``output`` is (if any) is returned unchanged.
     """
-    check_prediction_type(prediction_type)
+    lookup(PREDICTION_TYPES, prediction_type, "prediction type")
     if output.shape != x_t.shape:
         raise ValueError(f"network output shape {list(output.shape)} differs from x_t shape {list(x_t.shape)}")
     if prediction_type == "eps":
@@ -102,7 +101,7 @@ def target(prediction_type: PredictionType, x0: torch.Tensor, eps: torch.Tensor,
         x0, eps: ``[N, ...]``.
         alpha_bar: ``[N]``; only used for ``v``.
     """
-    check_prediction_type(prediction_type)
+    lookup(PREDICTION_TYPES, prediction_type, "prediction type")
     if prediction_type == "eps":
         return eps
     if prediction_type == "x0":
@@ -120,7 +119,7 @@ def min_snr_weight(snr: torch.Tensor, gamma: float, prediction_type: PredictionT
         snr: ``[N]`` alpha-bar / (1 - alpha-bar) of each example's timestep.
         gamma: the clamp, 5 in the paper.
     """
-    check_prediction_type(prediction_type)
+    lookup(PREDICTION_TYPES, prediction_type, "prediction type")
     if gamma <= 0:
         raise ValueError(f"min_snr_gamma must be positive, got {gamma!r}")
     clamped = torch.clamp(snr, max=gamma)

@@ -18,23 +18,22 @@ accelerator works without the process being moved.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 import torch
 
+from ldmkit.registry import lookup
 from ldmkit.types import Prediction
 
 VarianceType = Literal["fixed_small", "fixed_large", "learned", "learned_range"]
-VARIANCE_TYPES: tuple[str, ...] = get_args(VarianceType)
-LEARNED_VARIANCE_TYPES = ("learned", "learned_range")
+# variance type -> whether the network outputs it (Prediction.var_output); the keys are VarianceType's values
+VARIANCE_TYPES: dict[str, bool] = {"fixed_small": False, "fixed_large": False, "learned": True, "learned_range": True}
 
 
-def check_variance_type(variance_type: str) -> str:
-    """Return ``variance_type`` if valid, else raise ValueError listing the valid names."""
-    if variance_type not in VARIANCE_TYPES:
-        raise ValueError(f"unknown variance type {variance_type!r}; valid variance types: {', '.join(VARIANCE_TYPES)}")
-    return variance_type
+def is_learned_variance(variance_type: str) -> bool:
+    """Whether ``variance_type`` is predicted by the network; an unknown name is a ConfigError listing the valid ones."""
+    return lookup(VARIANCE_TYPES, variance_type, "variance type")
 
 
 def _as_float64_array(values, what: str) -> np.ndarray:
@@ -121,7 +120,7 @@ class GaussianProcess:
             setattr(self, name, torch.from_numpy(np.ascontiguousarray(arr)))
         self.num_timesteps = T
         self.timestep_map = tmap
-        self._table_names = tuple(tables)
+        self._table_names = {name: name for name in tables}
         self._cache: dict[tuple[str, torch.device, torch.dtype], torch.Tensor] = {}
 
     @classmethod
@@ -174,9 +173,7 @@ class GaussianProcess:
         """
         t = self.check_timesteps(t, like)
         if isinstance(table, str):
-            if table not in self._table_names:
-                raise ValueError(f"unknown table {table!r}; tables: {', '.join(self._table_names)}")
-            return self._rows(table, t, like)
+            return self._rows(lookup(self._table_names, table, "process table"), t, like)
         values = table.to(t.device)[t]
         return values.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
 
@@ -262,7 +259,7 @@ class GaussianProcess:
     # ------------------------------------------------------------------------------------------ reverse p
 
     def p_log_variance(self, var_output: torch.Tensor | None, x_t: torch.Tensor, t: torch.Tensor | int,
-                       variance_type: VarianceType) -> torch.Tensor:
+                       variance_type: VarianceType, *, clamp_learned_range: bool = True) -> torch.Tensor:
         """log Sigma_theta(x_t, t) for each variance type (Ho et al. 2020 Sec. 3.2; Nichol & Dhariwal 2021 Eq. 15).
 
         - ``fixed_small``: log beta-tilde_t (clipped at t = 0 to log beta-tilde_1).
@@ -270,15 +267,15 @@ class GaussianProcess:
           decoder likelihood).
         - ``learned``: ``var_output`` is the log-variance itself.
         - ``learned_range``: log Sigma = (v + 1)/2 log beta_t + (1 - v)/2 log beta-tilde_t with v = ``var_output``
-          clamped to [-1, 1], so Sigma always lies in [beta-tilde_t, beta_t] (the two ends are the optimal
-          variances for deterministic x0 and for x0 ~ N(0, I), Ho et al. Sec. 3.2). improved-diffusion does
-          not clamp; the two agree whenever the network's v is inside [-1, 1].
+          (the two ends are the optimal variances for deterministic x0 and for x0 ~ N(0, I), Ho et al.
+          Sec. 3.2). With ``clamp_learned_range`` (the default, for sampling and NLL evaluation) v is clamped
+          to [-1, 1], so Sigma lies in [beta-tilde_t, beta_t]. Training passes ``False``, as improved-diffusion
+          (which never clamps): a clamp would give every v outside [-1, 1] zero gradient from L_vlb.
 
         Returns:
             ``[N, ...]`` log-variance, expanded to ``x_t``'s shape.
         """
-        check_variance_type(variance_type)
-        if variance_type in LEARNED_VARIANCE_TYPES:
+        if is_learned_variance(variance_type):
             if var_output is None:
                 raise ValueError(f"variance type {variance_type!r} needs Prediction.var_output, got None "
                                  "(is the network built with learn_variance=True?)")
@@ -292,7 +289,8 @@ class GaussianProcess:
         elif variance_type == "learned":
             log_var = var_output
         else:
-            frac = (var_output.clamp(-1.0, 1.0) + 1.0) / 2.0
+            v = var_output.clamp(-1.0, 1.0) if clamp_learned_range else var_output
+            frac = (v + 1.0) / 2.0
             log_max = self._rows("log_betas", t, x_t)
             log_min = self._rows("posterior_log_variance_clipped", t, x_t)
             log_var = frac * log_max + (1.0 - frac) * log_min
@@ -306,6 +304,7 @@ class GaussianProcess:
         variance_type: VarianceType,
         *,
         clip_x0: bool = False,
+        clamp_learned_range: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reverse step p_theta(x_{t-1} | x_t) = N(mu_theta, Sigma_theta), Ho et al. 2020 Eq. 1 and 7; Nichol & Dhariwal Eq. 15.
 
@@ -319,21 +318,17 @@ class GaussianProcess:
             t: ``[N]`` int64 in [0, T-1], this process's own index (not ``timestep_map[t]``).
             variance_type: one of ``VARIANCE_TYPES``.
             clip_x0: clamp x0_hat to [-1, 1] first (pixel-space sampling).
+            clamp_learned_range: clamp a ``learned_range`` v to [-1, 1] (see ``p_log_variance``; training
+                passes ``False``).
 
         Returns:
             (mean, variance, log_variance), each ``[N, ...]`` like ``x_t``.
         """
         x0 = prediction.x0.clamp(-1.0, 1.0) if clip_x0 else prediction.x0
         mean, _, _ = self.q_posterior_mean_variance(x0, x_t, t)
-        log_var = self.p_log_variance(prediction.var_output, x_t, t, variance_type)
+        log_var = self.p_log_variance(prediction.var_output, x_t, t, variance_type,
+                                      clamp_learned_range=clamp_learned_range)
         return mean, torch.exp(log_var), log_var
-
-    def vlb_term_bpd(self, prediction: Prediction, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor | int,
-                     variance_type: VarianceType, **kwargs) -> torch.Tensor:
-        """One VLB term L_t in bits/dim, ``[N]``; see ``ldmkit.diffusion.likelihood.vlb_term_bpd``."""
-        from ldmkit.diffusion.likelihood import vlb_term_bpd
-
-        return vlb_term_bpd(self, prediction, x0, x_t, t, variance_type, **kwargs)
 
     # ----------------------------------------------------------------------------------------- respacing
 

@@ -1,8 +1,9 @@
 """Timestep samplers for training: uniform, and Improved DDPM's loss-second-moment importance sampler.
 
 A sampler draws ``t`` ``[N]`` with probabilities p_t and returns importance weights 1 / (T p_t), so that
-``(loss * weights).mean()`` is an unbiased estimate of the uniform-t average. In distributed training,
-gather every rank's ``(t, loss)`` before ``update_with_losses`` so all ranks keep the same history.
+``(loss * weights).mean()`` is an unbiased estimate of the uniform-t average. In distributed training
+``LossSecondMomentSampler.update_with_losses`` gathers every rank's ``(t, loss)`` itself (a collective), so
+all ranks keep the same history.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 import torch
+
+from ldmkit.registry import lookup
 
 
 class TimestepSampler(ABC):
@@ -165,6 +168,4 @@ TIMESTEP_SAMPLERS = {"uniform": UniformSampler, "loss_second_moment": LossSecond
 
 def create_timestep_sampler(name: str, num_timesteps: int, **options) -> TimestepSampler:
     """Build a sampler from ``TIMESTEP_SAMPLERS`` by name (errors list the valid names)."""
-    if name not in TIMESTEP_SAMPLERS:
-        raise ValueError(f"unknown timestep sampler {name!r}; valid samplers: {', '.join(TIMESTEP_SAMPLERS)}")
-    return TIMESTEP_SAMPLERS[name](num_timesteps, **options)
+    return lookup(TIMESTEP_SAMPLERS, name, "timestep sampler")(num_timesteps, **options)

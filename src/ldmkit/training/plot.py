@@ -1,12 +1,16 @@
-"""A loss-curve PNG drawn with Pillow (no plotting library needed)."""
+"""PNG plots drawn with Pillow (no plotting library needed): the loss curve, and noise schedules' alpha-bar / SNR."""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from ldmkit.diffusion.schedules import SCHEDULES, get_betas
 
 WIDTH, HEIGHT, MARGIN = 640, 400, 56
 
@@ -81,3 +85,113 @@ def plot_loss_curve(metrics_path: str | Path, png_path: str | Path, key: str = "
     img.save(tmp)
     tmp.replace(png_path)
     return True
+
+
+# ------------------------------------------------------------------------------------- noise schedules
+
+_COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127)]
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has only the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _draw_panel(draw, box, curves, *, title, y_range, y_ticks, y_fmt, font, small_font):
+    """One line chart: axes, ticks, grid and ``curves`` = [(x [K] in [0, 1], y [K], color)]."""
+    left, top, right, bottom = box
+    y_lo, y_hi = y_range
+    draw.text(((left + right) / 2, top - 22), title, fill="black", font=font, anchor="mm")
+
+    def px(x, y):
+        y = min(max(y, y_lo), y_hi)
+        return left + x * (right - left), bottom - (y - y_lo) / (y_hi - y_lo) * (bottom - top)
+
+    for i in range(6):  # x ticks at t/T = 0, 0.2, ..., 1
+        x = i / 5
+        xx, _ = px(x, y_lo)
+        draw.line([(xx, top), (xx, bottom)], fill=(230, 230, 230))
+        draw.line([(xx, bottom), (xx, bottom + 5)], fill="black")
+        draw.text((xx, bottom + 8), f"{x:.1f}", fill="black", font=small_font, anchor="mt")
+    for y in y_ticks:
+        _, yy = px(0, y)
+        draw.line([(left, yy), (right, yy)], fill=(230, 230, 230))
+        draw.line([(left - 5, yy), (left, yy)], fill="black")
+        draw.text((left - 8, yy), y_fmt(y), fill="black", font=small_font, anchor="rm")
+    draw.rectangle([left, top, right, bottom], outline="black")
+    draw.text(((left + right) / 2, bottom + 30), "t / T", fill="black", font=small_font, anchor="mt")
+    for xs, ys, color in curves:
+        pts = [px(float(x), float(y)) for x, y in zip(xs, ys) if np.isfinite(y)]
+        draw.line(pts, fill=color, width=2)
+
+
+def plot_schedules(
+    names: Sequence[str],
+    path: str | Path,
+    *,
+    num_timesteps: int = 1000,
+    rescale_zero_terminal_snr: bool = False,
+    size: tuple[int, int] = (1000, 460),
+) -> Path:
+    """Draw alpha-bar_t and log10 SNR_t = log10(alpha-bar / (1 - alpha-bar)) against t/T into a PNG (Pillow).
+
+    Args:
+        names: schedule names (see ``SCHEDULES``), one curve each.
+        path: output ``.png`` path; parent folders are created.
+        num_timesteps: T for every schedule.
+        rescale_zero_terminal_snr: apply Lin et al. 2024 to every schedule.
+        size: image (width, height) in pixels.
+
+    Returns:
+        The path written.
+    """
+    if not names:
+        raise ValueError(f"plot_schedules: give at least one schedule name; valid: {', '.join(SCHEDULES)}")
+    width, height = size
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    font, small = _font(16), _font(12)
+    x = (np.arange(num_timesteps, dtype=np.float64) + 1) / num_timesteps
+    abar_curves, snr_curves = [], []
+    for i, name in enumerate(names):
+        abar = np.cumprod(1.0 - get_betas(name, num_timesteps, rescale_zero_terminal_snr=rescale_zero_terminal_snr))
+        color = _COLORS[i % len(_COLORS)]
+        with np.errstate(divide="ignore"):
+            log_snr = np.log10(abar) - np.log10(1.0 - abar)
+        abar_curves.append((x, abar, color))
+        snr_curves.append((x, np.maximum(log_snr, -10.0), color))  # SNR = 0 is drawn at the axis floor
+
+    margin_l, margin_r, margin_t, margin_b, gap = 60, 20, 50, 60, 70
+    panel_w = (width - margin_l - margin_r - gap) / 2
+    boxes = [
+        (margin_l, margin_t, margin_l + panel_w, height - margin_b),
+        (margin_l + panel_w + gap, margin_t, width - margin_r, height - margin_b),
+    ]
+    _draw_panel(draw, boxes[0], abar_curves, title=f"alpha-bar_t (T={num_timesteps})", y_range=(0.0, 1.0),
+                y_ticks=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0], y_fmt=lambda v: f"{v:.1f}", font=font, small_font=small)
+    finite = np.concatenate([c[1][np.isfinite(c[1])] for c in snr_curves])
+    y_lo = math.floor(max(float(finite.min()), -10.0))
+    y_hi = math.ceil(float(finite.max()))
+    step = max(1, math.ceil((y_hi - y_lo) / 8))
+    _draw_panel(draw, boxes[1], snr_curves, title="log10 SNR_t", y_range=(y_lo, y_hi),
+                y_ticks=list(range(-(-y_lo // step) * step, y_hi + 1, step)), y_fmt=lambda v: f"{v:g}", font=font, small_font=small)
+
+    # legend in the first panel's lower left corner, where alpha-bar is near 0 only at the far right
+    lx, ly = boxes[0][0] + 12, boxes[0][3] - 14 - 18 * len(names)
+    legend_w = 40 + max(draw.textlength(n, font=small) for n in names) + 10
+    draw.rectangle([lx - 6, ly - 6, lx + legend_w, ly + 18 * len(names)], fill="white", outline=(160, 160, 160))
+    for i, name in enumerate(names):
+        color = _COLORS[i % len(_COLORS)]
+        yy = ly + 18 * i + 6
+        draw.line([(lx, yy), (lx + 30, yy)], fill=color, width=3)
+        draw.text((lx + 38, yy), name, fill="black", font=small, anchor="lm")
+    if rescale_zero_terminal_snr:
+        draw.text((width - margin_r, 12), "zero terminal SNR", fill="black", font=small, anchor="rt")
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
