@@ -4,7 +4,8 @@ Every run gets: linear warm-up then constant or cosine learning rate (scaling ea
 rate); gradient accumulation and clipping; an EMA if the step keeps one; optional bf16 autocast and
 ``torch.compile``; a guard that stops before the optimizer step on a NaN/Inf loss or gradient;
 ``metrics.jsonl``, a loss-curve PNG and periodic preview grids (drawn by a callback, from the EMA weights
-when there are any); a wall-clock budget; atomic checkpoints with keep-last-N; torchrun data parallelism.
+when there are any); a wall-clock budget; atomic checkpoints with keep-last-N; torchrun data parallelism;
+a clean stop on SIGTERM/SIGINT (finish the step, save, return) and all-or-nothing resume.
 
 Exact resume: the data order is a pure function of ``(seed, epoch)`` and the loop re-seeds torch's global
 RNG before every micro-batch from ``(seed, step, micro-batch, rank)``, so whatever the loss function draws
