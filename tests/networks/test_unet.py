@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ldmkit.networks import UNET_PRESETS, UNet, UNetConfig, unet_config
+from ldmkit.registry import ConfigError
 
 N, H, W = 2, 8, 8
 
@@ -92,7 +93,7 @@ def test_config_errors_are_clear():
         UNetConfig(model_channels=48)
     with pytest.raises(ValueError, match="attention_levels has 3"):
         UNetConfig(channel_mult=(1, 2), attention_levels=(3,))
-    with pytest.raises(KeyError, match="valid presets"):
+    with pytest.raises(ConfigError, match="unknown U-Net preset 'huge'; valid: .*tiny"):
         unet_config("huge")
     with pytest.raises(TypeError, match="unknown UNetConfig field"):
         unet_config("tiny", channels=3)

@@ -22,9 +22,16 @@ from ldmkit.metrics.kid import kernel_inception_distance
 from ldmkit.metrics.precision_recall import precision_recall
 from ldmkit.metrics.protocol import PROTOCOL_VERSION, small_sample_warning
 from ldmkit.metrics.reference import get_reference_stats
+from ldmkit.registry import ConfigError, lookup
 
 logger = logging.getLogger(__name__)
-METRICS = ("fid", "kid", "is", "pr")
+# metric name -> what it is (``--metrics fid,kid,is,pr``)
+METRICS: dict[str, str] = {
+    "fid": "Frechet Inception Distance (Heusel et al. 2017)",
+    "kid": "Kernel Inception Distance (Binkowski et al. 2018)",
+    "is": "Inception Score (Salimans et al. 2016)",
+    "pr": "improved precision and recall (Kynkaanniemi et al. 2019)",
+}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 NPZ_KEYS = ("images", "samples", "arr_0", "x")
 
@@ -32,9 +39,10 @@ NPZ_KEYS = ("images", "samples", "arr_0", "x")
 def parse_metrics(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """``"fid,kid"`` -> ``("fid", "kid")``; unknown names are an error listing the valid ones."""
     names = tuple(m.strip().lower() for m in (text.split(",") if isinstance(text, str) else text) if m.strip())
-    bad = [m for m in names if m not in METRICS]
-    if bad or not names:
-        raise ValueError(f"unknown metric(s) {bad or [text]}; valid: {list(METRICS)}")
+    if not names:
+        raise ConfigError(f"no metric given in {text!r}; valid: {', '.join(METRICS)}")
+    for name in names:
+        lookup(METRICS, name, "metric")
     return names
 
 

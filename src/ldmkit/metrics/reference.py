@@ -21,10 +21,15 @@ import torch
 from ldmkit.metrics.features import FeatureExtractor
 from ldmkit.metrics.fid import gaussian_stats
 from ldmkit.metrics.protocol import PROTOCOL_VERSION, REFERENCE_FIELDS, check_protocol
+from ldmkit.registry import ConfigError, lookup
 
 logger = logging.getLogger(__name__)
 CACHE_ENV = "LDMKIT_CACHE_DIR"
-DATASETS = {"fashion-mnist": ("train", "test")}
+# reference spec -> (dataset, split)
+REFERENCES: dict[str, tuple[str, str]] = {
+    "fashion-mnist:train": ("fashion-mnist", "train"),
+    "fashion-mnist:test": ("fashion-mnist", "test"),
+}
 
 
 @dataclass
@@ -68,11 +73,10 @@ class ReferenceStats:
 
 def parse_reference(spec: str) -> tuple[str, str]:
     """``"fashion-mnist:test"`` -> ``("fashion-mnist", "test")``; errors list the valid specs."""
-    name, _, split = spec.partition(":")
-    if name not in DATASETS or split not in DATASETS[name]:
-        valid = [f"{n}:{s}" for n, splits in DATASETS.items() for s in splits]
-        raise ValueError(f"unknown reference {spec!r}; valid: {valid} or a path to a reference .npz")
-    return name, split
+    try:
+        return lookup(REFERENCES, spec, "reference")
+    except ConfigError as e:
+        raise ConfigError(f"{e} (or a path to a reference .npz)") from None
 
 
 def reference_images(spec: str, n_reference: int | None = None, seed: int = 0) -> tuple[np.ndarray, dict]:

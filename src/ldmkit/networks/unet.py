@@ -27,6 +27,7 @@ from torch import nn
 
 from ldmkit.networks.attention import SelfAttention2d, SpatialTransformer, resolve_heads
 from ldmkit.networks.embeddings import TimestepEmbedding
+from ldmkit.registry import lookup
 
 
 @dataclass
@@ -134,13 +135,12 @@ UNET_PRESETS: dict[str, dict] = {
 
 def unet_config(preset: str, **overrides) -> UNetConfig:
     """A :class:`UNetConfig` from a named preset plus keyword overrides."""
-    if preset not in UNET_PRESETS:
-        raise KeyError(f"unknown U-Net preset {preset!r}; valid presets: {sorted(UNET_PRESETS)}")
+    preset_fields = lookup(UNET_PRESETS, preset, "U-Net preset")
     valid = {f.name for f in fields(UNetConfig)}
     unknown = sorted(set(overrides) - valid)
     if unknown:
         raise TypeError(f"unet_config: unknown UNetConfig field(s) {unknown}; valid fields: {sorted(valid)}")
-    kwargs = dict(UNET_PRESETS[preset])
+    kwargs = dict(preset_fields)
     if "head_dim" in overrides and "num_heads" not in overrides:
         kwargs["num_heads"] = None
     if "num_heads" in overrides and "head_dim" not in overrides:
