@@ -2,7 +2,7 @@
 
 Both classes have the same interface, so pixel DDPM and LDM share one code path:
 
-    space = latent_space_for(config.first_stage)      # PixelSpace() when first_stage is None
+    space = latent_space_for(config.first_stage, padding=data_padding(config.data))  # PixelSpace without one
     z = space.encode(images)                          # training: diffuse z instead of images
     images = space.decode(z)                          # sampling: decode the sampler's output
 
@@ -11,10 +11,17 @@ Both classes have the same interface, so pixel DDPM and LDM share one code path:
 variance, as the diffusion schedules assume. It is never estimated from the first training batch: a
 checkpoint without ``scale_factor`` is refused.
 
-KL posterior: by default ``encode`` draws a sample z ~ q(z|x), as Rombach et al. do; ``posterior="mode"``
-uses the mean instead (deterministic, slightly sharper decodes). ``ae-stats`` records which one it measured
-and ``from_checkpoint`` uses the same one. VQ autoencoders give the pre-quantisation latent; ``decode``
-quantises it before decoding.
+Posterior: every first stage's ``encode`` returns a posterior with ``sample()`` / ``mode()``. For the KL
+autoencoder ``encode`` draws a sample z ~ q(z|x) by default, as Rombach et al. do; ``posterior="mode"`` uses
+the mean instead (deterministic, slightly sharper decodes). ``ae-stats`` records which one it measured and
+``from_checkpoint`` uses the same one. A VQ autoencoder's posterior is a point mass at the quantised latent
+(sample = mode); its ``decode`` quantises the sampler's output before decoding.
+
+Data size: both spaces hold the ``ldmkit.data.Padding`` (or None) that ``data.pad_to`` added to the data's own images
+(``ldmkit.data.data_padding``). ``encode`` takes images as the dataset yields them (padded); ``decode``
+removes that padding again, so a model trained on Fashion-MNIST padded to 32x32 returns 28x28 images.
+``space.padding.pad(images)`` (when not None) brings images at the data's own size to the size ``encode``
+expects. (The space duck-types the padding, so latent.py does not import data/.)
 """
 
 from __future__ import annotations
@@ -29,17 +36,30 @@ from torch import nn
 PosteriorChoice = Literal["sample", "mode"]
 
 
+def _crop(padding, images: torch.Tensor) -> torch.Tensor:
+    """``padding.crop(images)``; ``padding`` is an ``ldmkit.data.Padding`` or None (nothing to remove)."""
+    return images if padding is None else padding.crop(images)
+
+
+def _describe_padding(padding) -> dict:
+    return {"padding": [padding.top, padding.bottom, padding.left, padding.right]} if padding else {}
+
+
 class PixelSpace:
-    """The identity "first stage": diffusion directly on images (LDM-1)."""
+    """The identity "first stage": diffusion directly on images (LDM-1); ``decode`` removes ``padding``."""
 
     factor = 1
     scale_factor = 1.0
+
+    def __init__(self, padding=None):
+        self.padding = padding if padding else None  # an empty Padding is no padding
 
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return x
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return z
+        """Samples at the training size -> images at the data's own size (what ``data.pad_to`` added removed)."""
+        return _crop(self.padding, z)
 
     def encode_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return x, None
@@ -55,19 +75,22 @@ class PixelSpace:
         return self
 
     def describe(self) -> dict:
-        return {"type": "pixel"}
+        return {"type": "pixel", **_describe_padding(self.padding)}
 
 
 class LatentSpace:
     """Encode to / decode from a frozen autoencoder's latent space, scaled by ``scale_factor``.
 
     Args:
-        autoencoder: an :class:`~ldmkit.autoencoders.AutoencoderKL` or :class:`~ldmkit.autoencoders.VQAutoencoder`.
+        autoencoder: any first stage (``encode(x) -> posterior``, ``decode(z)``, ``factor``,
+            ``latent_channels``): :class:`~ldmkit.autoencoders.AutoencoderKL`, :class:`~ldmkit.autoencoders.VQAutoencoder`.
         scale_factor: multiplies latents after encoding (divides before decoding); must be positive.
-        posterior: KL only: ``sample`` (Rombach et al.) or ``mode``.
+        posterior: ``sample`` (Rombach et al.) or ``mode`` (for VQ both give the quantised latent).
+        padding: what ``data.pad_to`` added to the data's images; ``decode`` removes it.
     """
 
-    def __init__(self, autoencoder: nn.Module, scale_factor: float, posterior: PosteriorChoice = "sample"):
+    def __init__(self, autoencoder: nn.Module, scale_factor: float, posterior: PosteriorChoice = "sample",
+                 padding=None):
         if scale_factor is None or not math.isfinite(float(scale_factor)) or float(scale_factor) <= 0.0:
             raise ValueError(f"LatentSpace: scale_factor must be a positive number, got {scale_factor!r}; "
                              "measure it with 'ldmkit ae-stats CKPT_DIR'")
@@ -76,42 +99,37 @@ class LatentSpace:
         self.autoencoder = autoencoder.eval().requires_grad_(False)
         self.scale_factor = float(scale_factor)
         self.posterior = posterior
+        self.padding = padding if padding else None  # an empty Padding is no padding
         self.source: str | None = None
 
     @property
     def factor(self) -> int:
         return int(self.autoencoder.factor)
 
-    @property
-    def is_vq(self) -> bool:
-        from ldmkit.autoencoders.vq import VQAutoencoder
-
-        return isinstance(self.autoencoder, VQAutoencoder)
-
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: torch.device | str = "cpu",
-                        posterior: PosteriorChoice | None = None) -> LatentSpace:
-        """Load an autoencoder checkpoint (folder or run folder) that has a measured ``scale_factor``."""
-        from ldmkit.autoencoders.checkpoint import load_autoencoder, read_ae_meta
+                        posterior: PosteriorChoice | None = None, padding=None) -> LatentSpace:
+        """Load an autoencoder checkpoint (folder or run folder) that has a measured ``scale_factor``.
 
-        folder, meta = read_ae_meta(path)
+        Its ``config.json`` is read once, by ``load_autoencoder``; the space keeps what it needs of it.
+        """
+        from ldmkit.autoencoders.checkpoint import load_autoencoder
+
+        ae, meta = load_autoencoder(path, device)
         if meta.get("scale_factor") is None:
-            raise ValueError(f"first_stage {path}: {folder / 'config.json'} has no scale_factor. Measure it "
+            raise ValueError(f"first_stage {path}: {meta['folder']}/config.json has no scale_factor. Measure it "
                              f"once with 'ldmkit ae-stats {path}' (1 / std of the latents over a data sample) "
                              "before training a diffusion model in this latent space.")
-        ae, meta = load_autoencoder(folder, device)
         stats = meta.get("latent_stats") or {}
-        space = cls(ae, meta["scale_factor"], posterior or stats.get("posterior", "sample"))
-        space.source = str(folder)
+        space = cls(ae, meta["scale_factor"], posterior or stats.get("posterior", "sample"), padding)
+        space.source = meta["folder"]
         return space
 
     @torch.no_grad()
     def encode_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Scaled posterior mean and std ``[N, c, H/f, W/f]`` (std None: deterministic encoder or mode)."""
-        if self.is_vq:
-            return self.autoencoder.encode(x) * self.scale_factor, None
+        """Scaled posterior mean and std ``[N, c, H/f, W/f]`` (std None: point-mass posterior, or ``mode``)."""
         post = self.autoencoder.encode(x)
-        if self.posterior == "mode":
+        if self.posterior == "mode" or post.deterministic:
             return post.mode() * self.scale_factor, None
         return post.mean * self.scale_factor, post.std * self.scale_factor
 
@@ -124,13 +142,13 @@ class LatentSpace:
         return mean + std * eps
 
     def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images ``[N, C, H, W]`` in [-1, 1] -> scaled latents ``[N, c, H/f, W/f]`` (no gradients)."""
+        """Images ``[N, C, H, W]`` in [-1, 1] (as the dataset yields them) -> scaled latents ``[N, c, H/f, W/f]``."""
         return self.sample_from_params(*self.encode_params(x), generator=generator)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Scaled latents -> images (VQ: quantised first)."""
-        return self.autoencoder.decode(z / self.scale_factor)
+        """Scaled latents -> images at the data's own size (VQ: quantised first; ``padding`` removed)."""
+        return _crop(self.padding, self.autoencoder.decode(z / self.scale_factor))
 
     def latent_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
         _, h, w = image_shape
@@ -144,15 +162,16 @@ class LatentSpace:
         return self
 
     def describe(self) -> dict:
-        return {"type": "vq" if self.is_vq else "kl", "factor": self.factor, "scale_factor": self.scale_factor,
-                "posterior": self.posterior, "source": self.source}
+        return {"type": self.autoencoder.config.type, "factor": self.factor, "scale_factor": self.scale_factor,
+                "posterior": self.posterior, "source": self.source, **_describe_padding(self.padding)}
 
 
-def latent_space_for(first_stage: str | os.PathLike | None, device: torch.device | str = "cpu"):
-    """``PixelSpace()`` when ``first_stage`` is None, else ``LatentSpace.from_checkpoint(first_stage)``."""
+def latent_space_for(first_stage: str | os.PathLike | None, device: torch.device | str = "cpu",
+                     padding=None):
+    """``PixelSpace(padding)`` when ``first_stage`` is None, else ``LatentSpace.from_checkpoint(first_stage)``."""
     if first_stage is None:
-        return PixelSpace()
-    return LatentSpace.from_checkpoint(first_stage, device)
+        return PixelSpace(padding)
+    return LatentSpace.from_checkpoint(first_stage, device, padding=padding)
 
 
 @torch.no_grad()

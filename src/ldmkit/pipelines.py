@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 from ldmkit.config import MODEL_SECTIONS, Config, config_from_data, lookup, to_dict
-from ldmkit.data import DataConfig, build_dataset, collate
+from ldmkit.data import build_dataset, collate, data_padding
+from ldmkit.data import image_shape as data_image_shape
 from ldmkit.denoiser import ClassifierFreeGuidance, Denoiser
 from ldmkit.diffusion.config import DiffusionConfig
 from ldmkit.diffusion.process import GaussianProcess
@@ -37,29 +38,20 @@ from ldmkit.types import Batch, Cond
 
 log = logging.getLogger(__name__)
 
-# Image shape (channels, size) of each dataset before any first stage; "folder" needs data.image_size.
-IMAGE_SHAPES: dict[str, Callable[[DataConfig], tuple[int, int]]] = {
-    "fashion-mnist": lambda d: (1, d.pad_to or 28),
-    "shapes": lambda d: (3, d.image_size or 32),
-    "folder": lambda d: (d.channels or 3, d.image_size or 0),
-}
-
 
 def image_shape(cfg: Config) -> tuple[int, int, int]:
-    """``[C, H, W]`` of the training images (pixel space)."""
-    channels, size = lookup(IMAGE_SHAPES, cfg.data.name, "data.name")(cfg.data)
-    if size <= 0:
-        raise ValueError(f"data.image_size must be set for data.name={cfg.data.name!r}")
-    return channels, size, size
+    """``[C, H, W]`` of the training images (pixel space, ``data.pad_to`` included), as the dataset reports it."""
+    return data_image_shape(cfg.data)
 
 
 def build_space(cfg: Config, device: torch.device | str = "cpu"):
-    """Where diffusion runs: ``PixelSpace()`` or the first stage's latent space (``first_stage: DIR``).
+    """Where diffusion runs: ``PixelSpace`` or the first stage's latent space (``first_stage: DIR``); its
+    ``decode`` returns images at the data's own size (what ``data.pad_to`` added is removed).
 
     Raises:
         ValueError: when ``unet.in_channels`` differs from the channels of that space.
     """
-    space = latent_space_for(cfg.first_stage, device)
+    space = latent_space_for(cfg.first_stage, device, padding=data_padding(cfg.data))
     channels = space.latent_shape(image_shape(cfg))[0]
     if cfg.unet.in_channels != channels:
         where = f"the first stage {cfg.first_stage} has {channels} latent channels" if cfg.first_stage else \

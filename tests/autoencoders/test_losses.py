@@ -79,3 +79,37 @@ def test_generator_loss_terms_add_up_for_kl():
     expected = (x - recon).abs().mean() + 0.5 * post.kl().mean() / x[0].numel()
     torch.testing.assert_close(loss, expected)
     assert logs["kl"] >= 0
+
+
+def test_generator_loss_takes_the_regulariser_from_the_posterior_vq():
+    torch.manual_seed(0)
+    ae = build_autoencoder(ModelConfig(type="vq", channels=8, channel_mult=[1, 2], z_channels=2,
+                                       mid_attention=False))
+    x = torch.randn(2, 1, 16, 16)
+    recon, post = ae(x)
+    cfg = LossConfig(perceptual="none", codebook_weight=0.3, kl_weight=123.0, disc_start=10)
+    loss, logs = generator_loss(x, recon, post, last_layer=ae.last_layer, discriminator=None, perceptual=None,
+                                step=0, cfg=cfg)
+    torch.testing.assert_close(loss, (x - recon).abs().mean() + 0.3 * post.loss)  # kl_weight plays no part
+    assert set(logs) >= {"vq_loss", "commitment", "perplexity", "codebook_usage", "codes_restarted"}
+
+
+def test_generator_loss_accepts_any_posterior_with_a_regularization():
+    from ldmkit.autoencoders.distributions import Regularization
+    from ldmkit.registry import ConfigError
+
+    class PointMass:
+        def __init__(self, name):
+            self.name = name
+
+        def regularization(self, num_pixels):
+            return Regularization(self.name, torch.tensor(float(num_pixels)), {"custom": torch.tensor(1.0)})
+
+    x, recon = torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)
+    cfg = LossConfig(perceptual="none", kl_weight=0.5, codebook_weight=2.0, disc_start=10)
+    kw = {"last_layer": None, "discriminator": None, "perceptual": None, "step": 0, "cfg": cfg}
+    loss, logs = generator_loss(x, recon, PointMass("kl"), **kw)
+    assert loss.item() == 0.5 * 16 and logs["custom"] == 1.0
+    assert generator_loss(x, recon, PointMass("codebook"), **kw)[0].item() == 2.0 * 16
+    with pytest.raises(ConfigError, match="unknown first-stage regulariser 'entropy'"):
+        generator_loss(x, recon, PointMass("entropy"), **kw)

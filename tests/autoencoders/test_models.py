@@ -18,17 +18,32 @@ def test_encode_decode_shapes_for_each_factor(kind, f):
     ae = build_autoencoder(cfg)
     assert ae.factor == f
     x = torch.randn(2, 1, 32, 32)
-    if kind == "kl":
-        post = ae.encode(x)
-        assert post.mean.shape == post.logvar.shape == (2, 3, 32 // f, 32 // f)
-        z = post.sample()
-    else:
-        z = ae.encode(x)
-        assert z.shape == (2, 3, 32 // f, 32 // f)
+    post = ae.encode(x)  # one contract: a posterior with sample() / mode()
+    z = post.sample()
+    assert z.shape == post.mode().shape == (2, ae.latent_channels, 32 // f, 32 // f)
     assert ae.decode(z).shape == x.shape
     recon, _ = ae(x)
     assert recon.shape == x.shape
     assert ae.last_layer is ae.decoder.conv_out.weight
+
+
+@pytest.mark.parametrize("kind", ["kl", "vq"])
+def test_forward_decodes_the_posterior_sample_or_mode(kind):
+    torch.manual_seed(0)
+    ae = build_autoencoder(ModelConfig(type=kind, channels=8, channel_mult=[1, 2], z_channels=2,
+                                       mid_attention=False)).eval()
+    x = torch.randn(2, 1, 16, 16)
+    recon, post = ae(x, sample_posterior=False)
+    torch.testing.assert_close(recon, ae.decode(post.mode()))
+    g = torch.Generator().manual_seed(3)
+    recon_s, post_s = ae(x, sample_posterior=True, generator=g)
+    torch.testing.assert_close(recon_s, ae.decode(post_s.sample(torch.Generator().manual_seed(3))))
+    if kind == "vq":  # a point mass: sampling changes nothing; decode snaps to the codebook
+        assert post.deterministic and torch.equal(post.sample(), post.mode())
+        torch.testing.assert_close(recon_s, recon)
+        torch.testing.assert_close(post.mode(), ae.quantizer.lookup(post.indices))
+    else:
+        assert not post.deterministic and not torch.allclose(recon_s, recon)
 
 
 def test_types_and_factor_property():

@@ -81,6 +81,9 @@ def test_vq_autoencoder_decode_quantises_and_decode_indices():
     cfg = ModelConfig(type="vq", channels=8, channel_mult=[1, 2], z_channels=2, mid_attention=False)
     ae = build_autoencoder(cfg).eval()
     x = torch.randn(2, 1, 8, 8)
-    h = ae.encode(x)
+    h = ae.quant_conv(ae.encoder(x))  # the pre-quantisation latent: decode snaps it to the codebook
     q = ae.quantizer(h)
     torch.testing.assert_close(ae.decode(h), ae.decode_indices(q.indices))
+    post = ae.encode(x)  # the degenerate posterior: the quantised latent itself
+    assert torch.equal(post.indices, q.indices) and torch.equal(post.sample(), post.mode())
+    torch.testing.assert_close(ae.decode(post.mode()), ae.decode_indices(q.indices))

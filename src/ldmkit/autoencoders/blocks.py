@@ -8,6 +8,7 @@ halves the resolution between levels, so the downsampling factor is ``f = 2 ** (
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -157,7 +158,14 @@ class Decoder(nn.Module):
 
 
 class AutoencoderBase(nn.Module):
-    """What every first stage exposes besides encode/decode; subclasses set ``config`` and ``decoder``."""
+    """The first-stage contract (KL and VQ): ``encode(x) -> posterior``, ``decode(z)``, ``forward``,
+    ``factor``, ``latent_channels``, ``last_layer``.
+
+    A posterior has ``sample(generator=None)``, ``mode()``, ``deterministic`` and ``regularization(num_pixels)``
+    (the KL's :class:`~ldmkit.autoencoders.distributions.DiagonalGaussian`, the VQ's degenerate
+    :class:`~ldmkit.autoencoders.vq.QuantizedPosterior`). Subclasses set ``config``, ``encoder``, ``decoder``
+    and ``post_quant_conv`` and define ``encode`` and ``decode``.
+    """
 
     @property
     def factor(self) -> int:
@@ -172,3 +180,14 @@ class AutoencoderBase(nn.Module):
     def last_layer(self) -> torch.Tensor:
         """The decoder's output convolution weight (where the adaptive GAN weight is measured)."""
         return self.decoder.conv_out.weight
+
+    def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """A latent as the posterior gives it (KL: any z; VQ: already quantised) -> image ``[N, C, h*f, w*f]``."""
+        return self.decoder(self.post_quant_conv(z))
+
+    def forward(self, x: torch.Tensor, sample_posterior: bool = True,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, Any]:
+        """Reconstruct ``x`` from a posterior sample (or its mode); returns ``(reconstruction, posterior)``."""
+        posterior = self.encode(x)
+        z = posterior.sample(generator) if sample_posterior else posterior.mode()
+        return self.decode_latent(z), posterior

@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+
+
+class Regularization(NamedTuple):
+    """A first stage's regulariser as its posterior reports it (``posterior.regularization(num_pixels)``).
+
+    Attributes:
+        name: which weight of the loss config scales it: ``"kl"`` (``kl_weight``) or ``"codebook"``
+            (``codebook_weight``); see ``ldmkit.autoencoders.losses.REGULARIZER_WEIGHTS``.
+        loss: the unweighted scalar term.
+        logs: detached values to log.
+    """
+
+    name: str
+    loss: torch.Tensor
+    logs: dict[str, torch.Tensor]
 
 
 class DiagonalGaussian:
@@ -75,6 +91,12 @@ class DiagonalGaussian:
         return 0.5 * (
             self.var / other.var + (self.mean - other.mean).pow(2) / other.var - 1.0 - self.logvar + other.logvar
         ).sum(dim=dims)
+
+    def regularization(self, num_pixels: int) -> Regularization:
+        """KL to N(0, I) per image (batch mean) divided by the image's ``num_pixels`` = C*H*W, so that it is
+        normalised like the per-pixel L1 (Rombach et al. sum both; the ratio of the two is the same)."""
+        kl = self.kl().mean()
+        return Regularization("kl", kl / num_pixels, {"kl": kl.detach()})
 
     def nll(self, x: torch.Tensor) -> torch.Tensor:
         """Negative log-density of ``x`` in nats, summed over all non-batch dims, shape ``[N]``."""

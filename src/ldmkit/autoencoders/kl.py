@@ -34,11 +34,4 @@ class AutoencoderKL(AutoencoderBase):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latent ``[N, z_channels, h, w]`` -> image ``[N, C, h*f, w*f]``."""
-        return self.decoder(self.post_quant_conv(z))
-
-    def forward(self, x: torch.Tensor, sample_posterior: bool = True,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, DiagonalGaussian]:
-        """Reconstruct ``x`` from a posterior sample (or its mode); returns ``(reconstruction, posterior)``."""
-        posterior = self.encode(x)
-        z = posterior.sample(generator) if sample_posterior else posterior.mode()
-        return self.decode(z), posterior
+        return self.decode_latent(z)

@@ -16,9 +16,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ldmkit.autoencoders.config import LossConfig
-from ldmkit.autoencoders.distributions import DiagonalGaussian
 from ldmkit.autoencoders.perceptual import PerceptualLoss
-from ldmkit.autoencoders.vq import VQOutput
+from ldmkit.registry import lookup
 
 
 class NLayerDiscriminator(nn.Module):
@@ -67,15 +66,15 @@ def adaptive_weight(rec_loss: torch.Tensor, adv_loss: torch.Tensor, last_layer: 
     return (g_rec.norm() / (g_adv.norm() + 1.0e-4)).clamp(0.0, max_weight).detach()
 
 
-def regularizer(reg: DiagonalGaussian | VQOutput, num_pixels: int, cfg: LossConfig) -> tuple[torch.Tensor, dict]:
-    """Weighted KL (per image, divided by C*H*W of the image) or VQ loss, and its log entries."""
-    if isinstance(reg, DiagonalGaussian):
-        kl = reg.kl().mean()
-        return cfg.kl_weight * kl / num_pixels, {"kl": kl.detach()}
-    logs = {"vq_loss": reg.loss.detach(), "commitment": reg.commitment.detach(),
-            "perplexity": reg.perplexity.detach(), "codebook_usage": reg.usage.detach(),
-            "codes_restarted": torch.tensor(float(reg.restarted))}
-    return cfg.codebook_weight * reg.loss, logs
+#: ``Regularization.name`` -> its weight in the loss config.
+REGULARIZER_WEIGHTS = {"kl": lambda cfg: cfg.kl_weight, "codebook": lambda cfg: cfg.codebook_weight}
+
+
+def regularizer(posterior, num_pixels: int, cfg: LossConfig) -> tuple[torch.Tensor, dict]:
+    """The posterior's own regulariser (KL per image / (C*H*W), or codebook + commitment), weighted by ``cfg``,
+    and its log entries."""
+    reg = posterior.regularization(num_pixels)
+    return lookup(REGULARIZER_WEIGHTS, reg.name, "first-stage regulariser")(cfg) * reg.loss, reg.logs
 
 
 def disc_active(step: int, cfg: LossConfig) -> bool:
@@ -83,7 +82,7 @@ def disc_active(step: int, cfg: LossConfig) -> bool:
     return step >= cfg.disc_start
 
 
-def generator_loss(x: torch.Tensor, recon: torch.Tensor, reg: DiagonalGaussian | VQOutput, *,
+def generator_loss(x: torch.Tensor, recon: torch.Tensor, posterior, *,
                    last_layer: torch.Tensor, discriminator: nn.Module, perceptual: PerceptualLoss | None,
                    step: int, cfg: LossConfig) -> tuple[torch.Tensor, dict]:
     """Autoencoder loss for one batch; returns ``(scalar loss, logs)``.
@@ -91,7 +90,8 @@ def generator_loss(x: torch.Tensor, recon: torch.Tensor, reg: DiagonalGaussian |
     Args:
         x: ``[N, C, H, W]`` real images in [-1, 1].
         recon: their reconstructions (with graph).
-        reg: the KL posterior or the quantiser output.
+        posterior: the autoencoder's posterior (``ae(x)[1]``: a ``DiagonalGaussian`` or a
+            ``QuantizedPosterior``), asked for its own regulariser.
         last_layer: the decoder's last weight (adaptive weight is measured there).
         discriminator: the PatchGAN (its parameters get gradients here but are stepped only by the
             discriminator optimizer; the loop zeroes them).
@@ -106,7 +106,7 @@ def generator_loss(x: torch.Tensor, recon: torch.Tensor, reg: DiagonalGaussian |
         p = perceptual(x, recon).mean()
         rec_total = rec_total + cfg.perceptual_weight * p
         logs["perceptual"] = p.detach()
-    reg_loss, reg_logs = regularizer(reg, x[0].numel(), cfg)
+    reg_loss, reg_logs = regularizer(posterior, x[0].numel(), cfg)
     logs.update(reg_logs)
     loss = rec_total + reg_loss
     zero = torch.zeros((), device=x.device)

@@ -15,11 +15,15 @@ from torch.nn import functional as F
 
 from ldmkit.autoencoders.blocks import AutoencoderBase, Decoder, Encoder
 from ldmkit.autoencoders.config import ModelConfig
+from ldmkit.autoencoders.distributions import Regularization
 
 
 @dataclass
-class VQOutput:
-    """Result of quantising ``z`` of shape ``[N, D, H, W]``.
+class QuantizedPosterior:
+    """The VQ autoencoder's posterior: a point mass at the quantised latent of ``z`` ``[N, D, H, W]``.
+
+    The first-stage contract of :class:`~ldmkit.autoencoders.distributions.DiagonalGaussian`, degenerate:
+    ``sample() == mode() == z_q``; it also carries what the VQ losses and logs need.
 
     Attributes:
         z_q: quantised latents with the straight-through gradient (value = codebook vectors,
@@ -41,6 +45,29 @@ class VQOutput:
     perplexity: torch.Tensor
     usage: torch.Tensor
     restarted: int = 0
+    deterministic = True  # no spread to sample from: latent caching stores the mode alone
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.z_q.shape
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The quantised latent (a point mass has nothing to draw; ``generator`` is unused)."""
+        return self.z_q
+
+    def mode(self) -> torch.Tensor:
+        """The quantised latent ``[N, D, H, W]``."""
+        return self.z_q
+
+    def regularization(self, num_pixels: int) -> Regularization:
+        """Codebook + beta * commitment loss (already a per-element mean, so ``num_pixels`` is unused)."""
+        logs = {"vq_loss": self.loss.detach(), "commitment": self.commitment.detach(),
+                "perplexity": self.perplexity.detach(), "codebook_usage": self.usage.detach(),
+                "codes_restarted": torch.tensor(float(self.restarted))}
+        return Regularization("codebook", self.loss, logs)
+
+
+VQOutput = QuantizedPosterior  # the quantiser's output is the posterior
 
 
 class VectorQuantizer(nn.Module):
@@ -87,7 +114,7 @@ class VectorQuantizer(nn.Module):
         """Code vectors for ``indices`` ``[N, H, W]`` as a latent ``[N, D, H, W]``."""
         return F.embedding(indices, self.codebook).permute(0, 3, 1, 2).contiguous()
 
-    def forward(self, z: torch.Tensor) -> VQOutput:
+    def forward(self, z: torch.Tensor) -> QuantizedPosterior:
         if z.dim() != 4 or z.shape[1] != self.dim:
             raise ValueError(f"VectorQuantizer(dim={self.dim}) expects [N, {self.dim}, H, W], got {tuple(z.shape)}")
         n, d, h, w = z.shape
@@ -113,7 +140,7 @@ class VectorQuantizer(nn.Module):
             codebook_loss = F.mse_loss(z_q, z.detach())
         probs = counts / counts.sum()
         perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
-        return VQOutput(
+        return QuantizedPosterior(
             z_q=z + (z_q - z).detach(),
             loss=codebook_loss + self.beta * commitment,
             commitment=commitment,
@@ -157,9 +184,10 @@ class VectorQuantizer(nn.Module):
 class VQAutoencoder(AutoencoderBase):
     """Encoder -> 1x1 conv -> vector quantiser -> 1x1 conv -> decoder.
 
-    For latent diffusion the latent is the *pre-quantisation* encoder output (``encode``), and ``decode``
-    quantises before decoding, as in Rombach et al.'s VQ-reg models: the diffusion model's samples are
-    snapped to the codebook by the decoder.
+    ``encode`` returns the degenerate :class:`QuantizedPosterior`, so a latent diffusion model diffuses the
+    quantised latents; ``decode`` quantises its input first, so the diffusion model's samples are snapped to
+    the codebook by the decoder (Rombach et al.'s VQ-reg models: "the quantization layer is absorbed by the
+    decoder").
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -176,21 +204,19 @@ class VQAutoencoder(AutoencoderBase):
         self.quantizer = VectorQuantizer(v.num_codes, cfg.z_channels, v.beta, v.ema, v.decay, v.restart_dead,
                                          v.dead_threshold, v.usage_decay)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Image ``[N, C, H, W]`` -> pre-quantisation latent ``[N, D, H/f, W/f]``."""
-        return self.quant_conv(self.encoder(x))
+    def encode(self, x: torch.Tensor) -> QuantizedPosterior:
+        """Image ``[N, C, H, W]`` -> point-mass posterior at the quantised latent ``[N, D, H/f, W/f]``.
+
+        In training mode this also updates the codebook (see :class:`VectorQuantizer`).
+        """
+        return self.quantizer(self.quant_conv(self.encoder(x)))
 
     def decode(self, z: torch.Tensor, quantize: bool = True) -> torch.Tensor:
         """Latent ``[N, D, h, w]`` -> image; quantises first unless ``quantize=False`` (z already quantised)."""
         if quantize:
             z = self.quantizer(z).z_q
-        return self.decoder(self.post_quant_conv(z))
+        return self.decode_latent(z)
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Code indices ``[N, h, w]`` -> image."""
-        return self.decode(self.quantizer.lookup(indices), quantize=False)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, VQOutput]:
-        """Reconstruct ``x``; returns ``(reconstruction, VQOutput)``."""
-        vq = self.quantizer(self.encode(x))
-        return self.decode(vq.z_q, quantize=False), vq
+        return self.decode_latent(self.quantizer.lookup(indices))
