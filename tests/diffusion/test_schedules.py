@@ -94,7 +94,8 @@ def test_unknown_schedule_lists_valid_names():
 
 
 def test_plot_draws_every_curve(tmp_path):
-    path = plot_schedules(["linear", "cosine", "sigmoid"], tmp_path / "sub" / "s.png", num_timesteps=100)
+    curves = {name: np.cumprod(1 - get_betas(name, 100)) for name in ["linear", "cosine", "sigmoid"]}
+    path = plot_schedules(curves, tmp_path / "sub" / "s.png")
     img = np.asarray(Image.open(path).convert("RGB"))
     assert img.shape == (460, 1000, 3)
     for color in [(31, 119, 180), (255, 127, 14), (44, 160, 44)]:  # one per schedule (curve + legend)

@@ -41,8 +41,7 @@ def run_plot(args) -> int:
     tables = {n: np.cumprod(1.0 - get_betas(n, args.num_timesteps,
                                             rescale_zero_terminal_snr=args.rescale_zero_terminal_snr))
               for n in args.names}
-    path = plot_schedules(args.names, args.output, num_timesteps=args.num_timesteps,
-                          rescale_zero_terminal_snr=args.rescale_zero_terminal_snr)
+    path = plot_schedules(tables, args.output, note="zero terminal SNR" if args.rescale_zero_terminal_snr else None)
     for name, abar in tables.items():
         print(f"{name:>14}: alpha-bar_1 = {abar[0]:.6f}, alpha-bar_T/2 = {abar[len(abar) // 2 - 1]:.6f}, "
               f"alpha-bar_T = {abar[-1]:.3e}")

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-
-from ldmkit.diffusion.schedules import SCHEDULES, get_betas
 
 WIDTH, HEIGHT, MARGIN = 640, 400, 56
 
@@ -129,35 +127,36 @@ def _draw_panel(draw, box, curves, *, title, y_range, y_ticks, y_fmt, font, smal
 
 
 def plot_schedules(
-    names: Sequence[str],
+    alphas_cumprod: Mapping[str, np.ndarray],
     path: str | Path,
     *,
-    num_timesteps: int = 1000,
-    rescale_zero_terminal_snr: bool = False,
+    note: str | None = None,
     size: tuple[int, int] = (1000, 460),
 ) -> Path:
     """Draw alpha-bar_t and log10 SNR_t = log10(alpha-bar / (1 - alpha-bar)) against t/T into a PNG (Pillow).
 
     Args:
-        names: schedule names (see ``SCHEDULES``), one curve each.
+        alphas_cumprod: label -> ``[T]`` alpha-bar of a schedule (e.g. ``np.cumprod(1 - get_betas(name, T))``),
+            one curve each, drawn at t/T = 1/T .. 1.
         path: output ``.png`` path; parent folders are created.
-        num_timesteps: T for every schedule.
-        rescale_zero_terminal_snr: apply Lin et al. 2024 to every schedule.
+        note: a line printed in the top right corner (e.g. ``"zero terminal SNR"``).
         size: image (width, height) in pixels.
 
     Returns:
         The path written.
     """
-    if not names:
-        raise ValueError(f"plot_schedules: give at least one schedule name; valid: {', '.join(SCHEDULES)}")
+    if not alphas_cumprod:
+        raise ValueError("plot_schedules: give at least one alpha-bar curve")
+    names = list(alphas_cumprod)
+    lengths = sorted({len(a) for a in alphas_cumprod.values()})
     width, height = size
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
     font, small = _font(16), _font(12)
-    x = (np.arange(num_timesteps, dtype=np.float64) + 1) / num_timesteps
     abar_curves, snr_curves = [], []
     for i, name in enumerate(names):
-        abar = np.cumprod(1.0 - get_betas(name, num_timesteps, rescale_zero_terminal_snr=rescale_zero_terminal_snr))
+        abar = np.asarray(alphas_cumprod[name], dtype=np.float64)
+        x = (np.arange(len(abar), dtype=np.float64) + 1) / len(abar)
         color = _COLORS[i % len(_COLORS)]
         with np.errstate(divide="ignore"):
             log_snr = np.log10(abar) - np.log10(1.0 - abar)
@@ -170,7 +169,7 @@ def plot_schedules(
         (margin_l, margin_t, margin_l + panel_w, height - margin_b),
         (margin_l + panel_w + gap, margin_t, width - margin_r, height - margin_b),
     ]
-    _draw_panel(draw, boxes[0], abar_curves, title=f"alpha-bar_t (T={num_timesteps})", y_range=(0.0, 1.0),
+    _draw_panel(draw, boxes[0], abar_curves, title=f"alpha-bar_t (T={'/'.join(map(str, lengths))})", y_range=(0.0, 1.0),
                 y_ticks=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0], y_fmt=lambda v: f"{v:.1f}", font=font, small_font=small)
     finite = np.concatenate([c[1][np.isfinite(c[1])] for c in snr_curves])
     y_lo = math.floor(max(float(finite.min()), -10.0))
@@ -188,8 +187,8 @@ def plot_schedules(
         yy = ly + 18 * i + 6
         draw.line([(lx, yy), (lx + 30, yy)], fill=color, width=3)
         draw.text((lx + 38, yy), name, fill="black", font=small, anchor="lm")
-    if rescale_zero_terminal_snr:
-        draw.text((width - margin_r, 12), "zero terminal SNR", fill="black", font=small, anchor="rt")
+    if note:
+        draw.text((width - margin_r, 12), note, fill="black", font=small, anchor="rt")
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
