@@ -20,8 +20,9 @@ the mean instead (deterministic, slightly sharper decodes). ``ae-stats`` records
 Data size: both spaces hold the ``ldmkit.data.Padding`` (or None) that ``data.pad_to`` added to the data's own images
 (``ldmkit.data.data_padding``). ``encode`` takes images as the dataset yields them (padded); ``decode``
 removes that padding again, so a model trained on Fashion-MNIST padded to 32x32 returns 28x28 images.
-``space.padding.pad(images)`` (when not None) brings images at the data's own size to the size ``encode``
-expects. (The space duck-types the padding, so latent.py does not import data/.)
+``space.pad(images)`` brings images at the data's own size (e.g. ``sample``'s output, an image to edit) to
+the canvas ``encode`` expects, so ``decode(encode(pad(x)))`` has the size of ``x``. (The space duck-types
+the padding, so latent.py does not import data/.)
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ PosteriorChoice = Literal["sample", "mode"]
 def _crop(padding, images: torch.Tensor) -> torch.Tensor:
     """``padding.crop(images)``; ``padding`` is an ``ldmkit.data.Padding`` or None (nothing to remove)."""
     return images if padding is None else padding.crop(images)
+
+
+def _pad(padding, images: torch.Tensor) -> torch.Tensor:
+    """``padding.pad(images)``; None pads nothing."""
+    return images if padding is None else padding.pad(images)
 
 
 def _describe_padding(padding) -> dict:
@@ -60,6 +66,10 @@ class PixelSpace:
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Samples at the training size -> images at the data's own size (what ``data.pad_to`` added removed)."""
         return _crop(self.padding, z)
+
+    def pad(self, images: torch.Tensor) -> torch.Tensor:
+        """Images at the data's own size -> the padded canvas the model works on (the inverse of the crop)."""
+        return _pad(self.padding, images)
 
     def encode_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         return x, None
@@ -149,6 +159,10 @@ class LatentSpace:
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Scaled latents -> images at the data's own size (VQ: quantised first; ``padding`` removed)."""
         return _crop(self.padding, self.autoencoder.decode(z / self.scale_factor))
+
+    def pad(self, images: torch.Tensor) -> torch.Tensor:
+        """Images at the data's own size -> the padded canvas ``encode`` expects (the inverse of the crop)."""
+        return _pad(self.padding, images)
 
     def latent_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
         _, h, w = image_shape

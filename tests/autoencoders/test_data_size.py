@@ -71,3 +71,16 @@ def test_decode_crops_the_centre_that_the_dataset_padded():
     torch.testing.assert_close(LatentSpace(ae, 0.5, "mode").decode(z), full)  # no padding: nothing cropped
     x = torch.rand(2, 1, 32, 32)
     assert torch.equal(PixelSpace(pad).decode(x), x[..., 2:30, 2:30]) and PixelSpace(Padding()).decode(x) is x
+
+
+def test_pad_then_decode_of_encode_keeps_the_data_size():
+    torch.manual_seed(0)
+    ae = build_autoencoder(load_ae_config(None, data=AE).model).eval()
+    pad = Padding(2, 2, 2, 2)
+    x = torch.rand(2, 1, 28, 28) * 2 - 1
+    for space in (LatentSpace(ae, 0.5, "mode", padding=pad), PixelSpace(pad)):
+        canvas = space.pad(x)
+        assert canvas.shape == (2, 1, 32, 32) and (canvas[..., :2, :] == -1).all()
+        assert space.decode(space.encode(canvas)).shape == x.shape
+    assert torch.equal(PixelSpace(pad).decode(PixelSpace(pad).encode(PixelSpace(pad).pad(x))), x)
+    assert PixelSpace().pad(x) is x
