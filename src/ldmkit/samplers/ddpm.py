@@ -29,7 +29,7 @@ def sample_ddpm(denoiser, x_T: torch.Tensor, timesteps, process, *, cond: Cond |
         clip_denoised / dynamic_threshold: x0 post-processing, see :func:`ldmkit.samplers.sample_ddim`.
     """
     check_x(x_T, "ddpm")
-    is_learned_variance(variance_type)  # validates the name
+    learned = is_learned_variance(variance_type)  # also validates the name
     grid = check_grid(timesteps, process.num_timesteps, "ddpm")
     if grid.numel() != process.num_timesteps:  # strictly decreasing within [0, T-1], so full <=> every step
         process = process.respace(grid.flip(0).tolist())
@@ -38,7 +38,7 @@ def sample_ddpm(denoiser, x_T: torch.Tensor, timesteps, process, *, cond: Cond |
     chain = torch.arange(process.num_timesteps - 1, -1, -1)
     for step, i, abar_i, _ in grid_steps(chain, process.alphas_cumprod):
         pred = call_denoiser(denoiser, x, process, i, cond)
-        if variance_type.startswith("learned") and pred.var_output is None:
+        if learned and pred.var_output is None:
             raise ValueError(f"ddpm: variance_type={variance_type!r} needs a denoiser with learn_variance=True")
         pred = postprocess_x0(pred, x, abar_i, clip_denoised=clip_denoised,
                               dynamic_threshold_percentile=dynamic_threshold)
