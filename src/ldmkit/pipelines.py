@@ -3,7 +3,7 @@
 The first stage trains through the same engine with the GAN train step: ``train_autoencoder(ae_cfg, out)``.
 
     space   = build_space(cfg)                 # PixelSpace, or an autoencoder's LatentSpace (first_stage)
-    process = build_process(cfg)               # GaussianProcess(get_betas(schedule, T))
+    process = build_process(cfg)               # GaussianProcess(cfg.diffusion.betas()): schedule, T
     model   = build_denoiser(cfg, process)     # Denoiser(UNet(cfg.unet), alphas_cumprod, prediction_type)
     loss_fn = make_loss_fn(cfg, process, space)   # DiffusionLoss: x0 = encode(images); t, eps; training_losses
     Trainer(LossStep(model, loss_fn, cfg.train), build_data(cfg), cfg.train, out, ...).run()   # = train(cfg, out)
@@ -29,7 +29,6 @@ from ldmkit.data import image_shape as data_image_shape
 from ldmkit.denoiser import ClassifierFreeGuidance, Denoiser
 from ldmkit.diffusion.config import DiffusionConfig
 from ldmkit.diffusion.process import GaussianProcess
-from ldmkit.diffusion.schedules import get_betas
 from ldmkit.latent import PixelSpace, latent_space_for
 from ldmkit.networks import UNet
 from ldmkit.samplers import SAMPLERS, make_generators, make_timestep_grid, randn
@@ -72,7 +71,7 @@ def sample_shape(cfg: Config, space) -> tuple[int, int, int]:
 
 def build_process(cfg: Config) -> GaussianProcess:
     """The forward process of ``cfg.diffusion`` (float64 tables, base timesteps)."""
-    return GaussianProcess(get_betas(cfg.diffusion.schedule, cfg.diffusion.num_timesteps))
+    return cfg.diffusion.build_process()
 
 
 def build_denoiser(cfg: Config, process: GaussianProcess) -> Denoiser:
