@@ -52,6 +52,7 @@ def output_paths(out: str, images: list[str]) -> list[Path]:
 
 def run(args) -> int:
     import math
+    import time
 
     from tqdm.auto import tqdm
 
@@ -68,6 +69,7 @@ def run(args) -> int:
     images = [editing.load_image_tensor(p, loaded) for p in args.images]  # all checked before any work
     labels = class_labels(args.labels, len(images), cfg.unet.num_classes)
     results, run_info = [], None
+    begin = time.perf_counter()
     with tqdm(total=len(images), unit="img", desc=f"img2img ({s.sampler})") as bar:
         for i, image in enumerate(images):
             out, run_info = editing.img2img(loaded, image, strength=args.strength, steps=s.steps,
@@ -75,6 +77,7 @@ def run(args) -> int:
                                             sampler=s.sampler, eta=s.eta, guidance_scale=s.guidance_scale)
             results.append(to_uint8(out[0]))
             bar.update(1)
+    seconds = time.perf_counter() - begin
     for i, (src, dst) in enumerate(zip(args.images, paths, strict=True)):
         label = None if labels is None else int(labels[i])
         cmd = (f"ldmkit img2img {shlex.quote(str(loaded.path))} {shlex.quote(src)} --strength {args.strength} "
@@ -89,5 +92,5 @@ def run(args) -> int:
     where = str(paths[0]) if len(paths) == 1 else f"{args.out}/ ({len(paths)} PNGs)"
     start = "the input returned" if run_info.t_start is None else f"from t={run_info.t_start} of T={loaded.process.num_timesteps}"
     print(f"img2img: {len(images)} image(s), strength {args.strength}: ran {run_info.steps_run} of {s.steps} "
-          f"{s.sampler} denoising steps ({start}) -> {where}")
+          f"{s.sampler} denoising steps per image ({start}; {seconds:.1f} s) -> {where}")
     return 0
