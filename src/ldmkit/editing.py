@@ -56,20 +56,46 @@ def image_channels(loaded) -> int:
     return image_shape(loaded.config)[0]
 
 
+def canvas_size(loaded, height: int, width: int) -> tuple[int, int]:
+    """The size the model works on for images of ``height x width`` at the data's own size: the padding
+    ``data.pad_to`` added during training is added again (``space.pad``; ``space.decode`` removes it)."""
+    canvas = loaded.space.pad(torch.zeros(1, image_channels(loaded), height, width))
+    return int(canvas.shape[-2]), int(canvas.shape[-1])
+
+
 def check_size(loaded, height: int, width: int, what: str = "size") -> None:
-    """Raise :class:`EditInputError` unless ``height x width`` is positive and divisible by the factor."""
+    """Raise :class:`EditInputError` unless images of ``height x width`` (the data's own size) fit the model:
+    positive, and with the data's padding added, multiples of :func:`size_factor`."""
     f = size_factor(loaded)
-    if height < 1 or width < 1 or height % f or width % f:
-        up = f"{-(-max(height, 1) // f) * f}x{-(-max(width, 1) // f) * f}"
-        raise EditInputError(f"{what} {height}x{width}: height and width must be positive multiples of {f} "
-                             f"(this model's factor: {2 ** (len(loaded.config.unet.channel_mult) - 1)} from "
-                             f"the U-Net levels x {loaded.space.factor} from the first stage); e.g. {up}")
+    why = (f"this model's factor: {2 ** (len(loaded.config.unet.channel_mult) - 1)} from the U-Net levels x "
+           f"{loaded.space.factor} from the first stage")
+    if height < 1 or width < 1:
+        raise EditInputError(f"{what} {height}x{width}: height and width must be positive multiples of {f} ({why})")
+    ch, cw = canvas_size(loaded, height, width)
+    if ch % f or cw % f:
+        up = f"{-(-ch // f) * f - (ch - height)}x{-(-cw // f) * f - (cw - width)}"
+        if (ch, cw) == (height, width):
+            raise EditInputError(f"{what} {height}x{width}: height and width must be positive multiples of {f} "
+                                 f"({why}); e.g. {up}")
+        raise EditInputError(f"{what} {height}x{width}: with the data's padding (data.pad_to) the model works on "
+                             f"{ch}x{cw}, whose sides must be multiples of {f} ({why}); e.g. {up}")
 
 
 def shape_at(loaded, height: int, width: int, what: str = "size") -> tuple[int, int, int]:
-    """``[C, h, w]`` of one ``x_t`` for images of ``height x width`` (checked by :func:`check_size`)."""
+    """``[C, h, w]`` of one ``x_t`` whose decoded images are ``height x width`` (checked by :func:`check_size`;
+    the data's padding is added for the model and removed by ``space.decode``)."""
     check_size(loaded, height, width, what)
-    return tuple(loaded.space.latent_shape((image_channels(loaded), height, width)))
+    return tuple(loaded.space.latent_shape((image_channels(loaded), *canvas_size(loaded, height, width))))
+
+
+def pad_mask(space, mask: torch.Tensor) -> torch.Tensor:
+    """A bool mask at the data's size -> the padded canvas, the padding kept (never filled).
+
+    Uses only ``space.pad`` (whatever its fill value v): inside, ``pad(m)`` and ``pad(m + 2)`` hold the mask
+    and the mask + 2; on the padding both hold v, which cannot be 1 and 3 at once.
+    """
+    m = mask.float()
+    return (space.pad(m) == 1) & (space.pad(m + 2) == 3)
 
 
 def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
@@ -225,6 +251,8 @@ def inpaint(loaded, image: torch.Tensor, mask: torch.Tensor, *, steps: int, resa
     Latent models: the image is encoded (posterior mean), the mask max-pooled to the latent grid, RePaint
     runs on the latents, and after decoding the known pixels are pasted back from ``image``, so the known
     region of the output equals the input exactly (in pixel space the chain already keeps it exactly).
+    Images are at the data's own size: the training padding (``data.pad_to``) is added for the model (and
+    kept, never filled) and removed again by ``space.decode``.
 
     Args:
         loaded: a ``pipelines.LoadedModel``.
@@ -256,8 +284,8 @@ def inpaint(loaded, image: torch.Tensor, mask: torch.Tensor, *, steps: int, resa
     device, n = _device(loaded), image.shape[0]
     cond = _cond(labels, n, loaded, device)
     space = loaded.space
-    known = space.encode_params(image.to(device))[0]
-    fill = latent_mask(mask.to(device), int(space.factor))
+    known = space.encode_params(space.pad(image).to(device))[0]
+    fill = latent_mask(pad_mask(space, mask).to(device), int(space.factor))
     gens = make_generators([seed + i for i in range(n)], device)
     x_T = randn(tuple(known.shape), gens, device=device)
     grid = make_timestep_grid("uniform", loaded.process.num_timesteps, steps)
@@ -330,7 +358,7 @@ def img2img(loaded, images: torch.Tensor, *, strength: float, steps: int, seed: 
     grid = grid[len(grid) - k:]
     t_start = int(grid[0])
     gens = make_generators([seed + i for i in range(n)], device)
-    z0 = space.encode_params(images.to(device))[0]
+    z0 = space.encode_params(space.pad(images).to(device))[0]
     noise = randn(tuple(z0.shape), gens, device=device)
     x = noise if strength == 1.0 else process.q_sample(z0, torch.full((n,), t_start, dtype=torch.int64,
                                                                  device=device), noise)
@@ -351,6 +379,7 @@ __all__ = [
     "Img2ImgRun",
     "binary_mask",
     "box_mask",
+    "canvas_size",
     "check_size",
     "image_channels",
     "img2img",
@@ -359,6 +388,7 @@ __all__ = [
     "latent_mask",
     "load_image_tensor",
     "load_mask",
+    "pad_mask",
     "parse_box",
     "parse_size",
     "read_uint8",

@@ -3,6 +3,8 @@
 - ``pixel``: 8x8 gray images, a 2-level U-Net (factor 2), T = 40.
 - ``cond``: the same, class-conditional (3 classes).
 - ``latent``: a KL autoencoder with f = 2 (scale_factor 1) under a 2-level U-Net: factor 4.
+- ``padded``: Fashion-MNIST padded to 32x32 (``data.pad_to``), a 3-level U-Net (factor 4): it works on
+  32x32 canvases and decodes 28x28 images.
 
 The weights are random (perturbed from their initialisation so that no output layer is all zeros).
 """
@@ -30,8 +32,8 @@ def _perturb(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in module.state_dict().items()}
 
 
-def _diffusion_checkpoint(root, name: str, *, unet=None, first_stage=None, seed=0):
-    data = {"data": {"name": "folder", "image_size": 8, "channels": 1, "root": str(root)},
+def _diffusion_checkpoint(root, name: str, *, unet=None, first_stage=None, seed=0, data=None):
+    data = {"data": data or {"name": "folder", "image_size": 8, "channels": 1, "root": str(root)},
             "unet": {**UNET, **(unet or {})}, "diffusion": {"num_timesteps": 40},
             "sample": {"sampler": "ddim", "steps": 4}}
     if first_stage is not None:
@@ -66,7 +68,9 @@ def ckpts(tmp_path_factory):
     ae = _autoencoder_checkpoint(root)
     return {"pixel": _diffusion_checkpoint(root, "pixel"),
             "cond": _diffusion_checkpoint(root, "cond", unet={"num_classes": 3}, seed=1),
-            "latent": _diffusion_checkpoint(root, "latent", first_stage=ae, seed=2)}
+            "latent": _diffusion_checkpoint(root, "latent", first_stage=ae, seed=2),
+            "padded": _diffusion_checkpoint(root, "padded", unet={"channel_mult": [1, 2, 2], "attention_levels": []},
+                                            data={"name": "fashion-mnist", "pad_to": 32}, seed=3)}
 
 
 @pytest.fixture(scope="session")

@@ -102,7 +102,8 @@ def test_img2img_command(ckpts, files, capsys):
 
 
 def test_sample_size(ckpts, tmp_path):
-    for kind, size, shape in (("pixel", "16x24", (2, 16, 24, 1)), ("latent", "8x12", (2, 8, 12, 1))):
+    for kind, size, shape in (("pixel", "16x24", (2, 16, 24, 1)), ("latent", "8x12", (2, 8, 12, 1)),
+                              ("padded", "28x28", (2, 28, 28, 1)), ("padded", "60x28", (2, 60, 28, 1))):
         npz = tmp_path / f"{kind}.npz"
         assert main(["sample", str(ckpts[kind]), "-n", "2", "--steps", "2", "--size", size, "--npz", str(npz)]) == 0
         assert np.load(npz)["images"].shape == shape
@@ -141,6 +142,8 @@ BAD = [
     (["sample", "{pixel}", "--size", "15x16"], "--size 15x16: height and width must be positive multiples of 2"),
     (["sample", "{latent}", "--size", "8x10"], "--size 8x10: height and width must be positive multiples of 4"),
     (["sample", "{pixel}", "--size", "16"], "--size: expected HxW"),
+    (["sample", "{padded}", "--size", "30x28"], ("--size 30x28: with the data's padding (data.pad_to) the model "
+                                                 "works on 34x32, whose sides must be multiples of 4")),
 ]
 
 

@@ -150,3 +150,32 @@ def test_parsers():
         editing.parse_box("1,2,3", (8, 8))
     mask = editing.box_mask((1, 2, 3, 5), (6, 4))
     assert mask.shape == (1, 1, 6, 4) and mask.sum() == 2 * 3 and bool(mask[0, 0, 2, 1]) and not mask[0, 0, 5, 1]
+
+
+def test_a_padded_model_edits_and_samples_at_the_data_size(models):
+    m = models["padded"]  # trained on 28x28 padded to 32x32, factor 4
+    assert editing.canvas_size(m, 28, 28) == (32, 32) and editing.shape_at(m, 28, 28) == (1, 32, 32)
+    assert editing.shape_at(m, 56, 60) == (1, 60, 64)
+    with pytest.raises(editing.EditInputError, match=r"size 30x28: with the data's padding \(data.pad_to\) the "
+                                                     r"model works on 34x32, whose sides must be multiples of 4"):
+        editing.check_size(m, 30, 28)
+    image = quantised(5, 28, 28)
+    mask = box(28, 28, 0, 0, 14, 28)
+    out = editing.inpaint(m, image, mask, steps=3, resample=2, jump_length=1, seed=0)
+    keep = ~mask[0, 0].numpy()
+    assert out.shape == (1, 1, 28, 28) and (to_uint8(out)[:, keep] == to_uint8(image)[:, keep]).all()
+    assert (to_uint8(out)[:, ~keep] != to_uint8(image)[:, ~keep]).mean() > 0.5
+    one, _ = editing.img2img(m, image, strength=1.0, steps=3, seed=2)
+    assert torch.equal(one, m.generate(1, steps=3, seed=2))  # strength 1 = sampling at the training size
+    half, run = editing.img2img(m, image, strength=0.5, steps=4, seed=2)
+    assert half.shape == (1, 1, 28, 28) and run.steps_run == 2
+
+
+def test_pad_mask_keeps_the_padding():
+    class Pad:
+        def pad(self, x):
+            return torch.nn.functional.pad(x, (1, 1, 2, 2), value=1.0)  # a fill value that looks like "fill"
+
+    mask = torch.ones(1, 1, 3, 3, dtype=torch.bool)
+    padded = editing.pad_mask(Pad(), mask)
+    assert padded.shape == (1, 1, 7, 5) and int(padded.sum()) == 9 and bool(padded[0, 0, 2:5, 1:4].all())
