@@ -46,15 +46,10 @@ def overrides_for(f: int, args) -> list[str]:
 
 @torch.no_grad()
 def reconstruct(ae, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    from ldmkit.autoencoders.vq import VQAutoencoder
-
+    """Reconstructions from the posterior's mode (KL: the mean; VQ: the quantised latent), in batches."""
     out = []
     for i in range(0, len(images), batch_size):
-        x = images[i:i + batch_size]
-        if isinstance(ae, VQAutoencoder):
-            recon, _ = ae(x)
-        else:
-            recon, _ = ae(x, sample_posterior=False)
+        recon, _ = ae(images[i:i + batch_size], sample_posterior=False)
         out.append(recon.clamp(-1, 1))
     return torch.cat(out)
 

@@ -61,7 +61,7 @@ def test_missing_files_say_how_to_install(tmp_path, monkeypatch):
         FashionMNIST("test")
     monkeypatch.delenv("LDMKIT_FMNIST_DIR")
     assert str(resolve_dir()) == DEFAULT_DIR
-    with pytest.raises(ValueError, match="split 'dev' is unknown"):
+    with pytest.raises(ValueError, match="unknown Fashion-MNIST split 'dev'; valid: test, train"):
         load_fashion_mnist_arrays("dev")
 
 

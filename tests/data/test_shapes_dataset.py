@@ -126,7 +126,7 @@ def test_known_first_item_is_stable():
 
 
 def test_invalid_arguments():
-    with pytest.raises(ValueError, match="split 'dev' is unknown; valid splits"):
+    with pytest.raises(ValueError, match="unknown shapes split 'dev'; valid: test, train, val"):
         Shapes(split="dev")
     with pytest.raises(ValueError, match="min_shapes"):
         Shapes(min_shapes=2, max_shapes=1)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ldmkit.data.transforms import center_padding
+from ldmkit.registry import lookup
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 SIZE = 28  # the images' own side
@@ -62,10 +63,8 @@ def load_fashion_mnist_arrays(split: str = "train", root: str | os.PathLike | No
         FileNotFoundError: when a file is missing, with installation instructions.
         ValueError: for an unknown split or a malformed file.
     """
-    if split not in FILES:
-        raise ValueError(f"Fashion-MNIST split {split!r} is unknown; valid splits: {sorted(FILES)}")
+    img_name, lbl_name = lookup(FILES, split, "Fashion-MNIST split")
     directory = resolve_dir(root)
-    img_name, lbl_name = FILES[split]
     for name in (img_name, lbl_name):
         if not (directory / name).is_file():
             raise FileNotFoundError(f"Fashion-MNIST file {directory / name} not found. {INSTALL_HINT}")

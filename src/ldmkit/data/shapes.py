@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ldmkit.registry import lookup
+
 SHAPE_NAMES = ("circle", "square", "triangle")
 COLORS = {
     "red": (220, 40, 40),
@@ -179,8 +181,7 @@ class Shapes(torch.utils.data.Dataset):
     def __init__(self, length: int = 50_000, size: int = 32, *, seed: int = 0, split: str = "train",
                  min_shapes: int = 1, max_shapes: int = 3, background: Sequence[int] = BACKGROUND,
                  transform: Callable[[dict], dict] | None = None):
-        if split not in SPLITS:
-            raise ValueError(f"shapes split {split!r} is unknown; valid splits: {sorted(SPLITS)}")
+        lookup(SPLITS, split, "shapes split")
         if not 1 <= min_shapes <= max_shapes <= 3:
             raise ValueError(f"need 1 <= min_shapes <= max_shapes <= 3, got {min_shapes}, {max_shapes}")
         if size < 16:
