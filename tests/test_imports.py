@@ -37,7 +37,7 @@ ALLOWED: dict[str, set[str]] = {
     "denoiser": BASE | {"networks", "diffusion", "conditioning"},  # network + parameterization
     "samplers": BASE | {"diffusion"},  # never networks/: they only see denoiser(x_t, t, cond)
     "metrics": BASE | {"weights", "data", "images"},
-    "training": BASE | {"images"},  # the engine does not know what it trains; never config.py
+    "training": BASE | {"images", "weights"},  # the engine does not know what it trains; never config.py
     "config": BASE | {"data", "autoencoders", "diffusion", "networks", "conditioning", "samplers", "training.config"},
     # only these cross stages
     "pipelines": CROSSING,

@@ -24,7 +24,6 @@ away (atomically) and then deleted, and only after the new one is in place.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -37,6 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from ldmkit.weights import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -179,16 +180,8 @@ def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: cannot read safetensors file ({e})") from e
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _file_record(path: Path) -> dict:
-    return {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def verify_file(ckpt: Path, name: str, meta: dict | None) -> None:
@@ -213,7 +206,7 @@ def verify_file(ckpt: Path, name: str, meta: dict | None) -> None:
     if size != record.get("bytes"):
         raise CheckpointError(f"{path}: {size} bytes, but config.json records {record.get('bytes')} "
                               "(truncated or replaced file)")
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != record.get("sha256"):
         raise CheckpointError(f"{path}: corrupt content (sha256 {actual[:16]}..., config.json records "
                               f"{str(record.get('sha256'))[:16]}...)")
