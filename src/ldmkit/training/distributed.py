@@ -1,7 +1,8 @@
 """Multi-process data-parallel training under ``torchrun`` (torch.distributed DDP).
 
 ``torchrun --nproc_per_node=K ...`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``; :func:`init_distributed`
-reads them and joins the process group with gloo on CPU or NCCL on CUDA. Every rank walks the same
+reads them and joins the process group with gloo on CPU or NCCL on CUDA (on a store prefix of its own for
+each elastic restart, so a group restarted by ``--max-restarts`` never meets its killed predecessor's keys). Every rank walks the same
 deterministic data order (:mod:`ldmkit.training.data_order`) and takes its own slice of each global
 batch, like ``DistributedSampler``; only rank 0 logs, samples and writes checkpoints.
 """
@@ -59,9 +60,27 @@ def init_distributed(device: str = "auto") -> DistInfo:
         backend = "nccl" if dev.type == "cuda" else "gloo"
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group(backend=backend)
-        log.info("rank %d/%d joined the %s process group on %s", rank, world_size, backend, dev)
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if restart is None:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(backend=backend, store=_attempt_store(int(restart)), rank=rank,
+                                    world_size=world_size)
+        log.info("rank %d/%d joined the %s process group on %s%s", rank, world_size, backend, dev,
+                 f" (elastic restart {restart})" if restart not in (None, "0") else "")
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
+
+
+def _attempt_store(restart: int) -> dist.Store:
+    """torchrun's store with a key prefix of its own for each elastic attempt.
+
+    torchrun (c10d rendezvous) hands every attempt the same agent-hosted TCPStore, so the keys a process
+    group writes there (gloo's peer addresses, NCCL's unique id) outlive a killed attempt: a restarted rank
+    may read its dead peer's address and fail ("connectFullMesh failed ... Connection refused") or hang.
+    A fresh prefix per ``TORCHELASTIC_RESTART_COUNT`` makes each attempt see only its own keys.
+    """
+    store, _, _ = next(dist.rendezvous("env://"))
+    return dist.PrefixStore(f"ldmkit/attempt_{restart}/", store)
 
 
 def shutdown(info: DistInfo) -> None:
