@@ -23,7 +23,7 @@ def waiting_loss(model, batch):
     if trainer.step + 1 == stop_at:
         marker.touch()
         deadline = time.monotonic() + 60
-        while trainer._stop_signal is None and time.monotonic() < deadline:
+        while trainer._stop.name is None and time.monotonic() < deadline:
             time.sleep(0.01)
     return noisy_loss(model, batch)
 

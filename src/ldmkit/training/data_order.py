@@ -116,3 +116,12 @@ class DataOrder:
         per_rank = self.global_batch // self.world_size
         start = k * self.global_batch + self.rank * per_rank
         return self.permutation(epoch)[start:start + per_rank]
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    """``batch`` with its tensors on ``device`` (the same object on CPU)."""
+    if device.type == "cpu":
+        return batch
+    move = (lambda v: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+    return Batch(images=move(batch.images), labels=move(batch.labels), captions=batch.captions,
+                 boxes=batch.boxes, box_labels=batch.box_labels, indices=batch.indices, extra=batch.extra)

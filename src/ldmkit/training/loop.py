@@ -20,8 +20,6 @@ import copy
 import json
 import logging
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,10 +29,12 @@ from typing import Any
 import torch
 
 from ldmkit.training import checkpoint as ckpt_io
-from ldmkit.training.config import TrainConfig
-from ldmkit.training.data_order import DataOrder, as_batch_source, mix_seed
-from ldmkit.training.distributed import DistInfo, all_reduce_mean, any_rank, barrier, wrap_model
+from ldmkit.training.config import TrainConfig, lr_at
+from ldmkit.training.data_order import DataOrder, as_batch_source, mix_seed, to_device
+from ldmkit.training.distributed import DistInfo, any_rank, barrier, wrap_model
+from ldmkit.training.logbook import MetricsWindow, append_row, truncate_after
 from ldmkit.training.plot import plot_loss_curve
+from ldmkit.training.signals import StopRequest
 from ldmkit.training.steps import TrainStep
 from ldmkit.types import Batch
 
@@ -56,17 +56,6 @@ class NonFiniteError(TrainingError):
     """A NaN/Inf loss or gradient; raised before the optimizer step, so the weights are unchanged."""
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then constant or cosine decay."""
-    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule == "constant":
-        return cfg.lr
-    span = max(1, cfg.max_steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 @dataclass
 class TrainResult:
     """``stopped_by``: why the run ended before ``max_steps`` ("SIGTERM", "SIGINT", "max_minutes"), or None."""
@@ -76,14 +65,6 @@ class TrainResult:
     elapsed_s: float
     losses: list[tuple[int, float]] = field(default_factory=list)
     stopped_by: str | None = None
-
-
-def _to_device(batch: Batch, device: torch.device) -> Batch:
-    if device.type == "cpu":
-        return batch
-    move = (lambda v: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
-    return Batch(images=move(batch.images), labels=move(batch.labels), captions=batch.captions,
-                 boxes=batch.boxes, box_labels=batch.box_labels, indices=batch.indices, extra=batch.extra)
 
 
 class Trainer:
@@ -142,7 +123,7 @@ class Trainer:
         self._indices: dict[int, torch.Tensor] = {}
         self._phase = 0
         self.grad_norms: dict[str, float] = {}
-        self._stop_signal: str | None = None
+        self._stop = StopRequest()
 
     @property
     def model(self) -> torch.nn.Module:
@@ -161,7 +142,7 @@ class Trainer:
             self._load(latest)
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._truncate_metrics()
+            truncate_after(self.metrics_path, self.step)
         barrier(self.dist)
 
     def _load(self, ckpt: Path) -> None:
@@ -240,19 +221,6 @@ class Trainer:
             self.train_step.load_state_dict(snapshot["step"])
         ckpt_io.restore_rng(*snapshot["rng"])
 
-    def _truncate_metrics(self) -> None:
-        """Drop rows after the resumed step (written by the interrupted run after its last checkpoint)."""
-        if not self.metrics_path.exists():
-            return
-        keep = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                if self.step > 0 and json.loads(line)["step"] <= self.step:
-                    keep.append(line)
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-        self.metrics_path.write_text("".join(x + "\n" for x in keep))
-
     # ---------------------------------------------------------------------------------- one step
     def _micro_batch(self, m: int, phase: int) -> Batch:
         """Micro-batch ``m`` of the current step, with the global RNG seeded from where the run is.
@@ -264,7 +232,7 @@ class Trainer:
         if m not in self._batches:
             torch.manual_seed(mix_seed(self.cfg.seed, self.step, m, self.dist.rank))
             idx = self.order.indices(self.consumed + m)
-            self._batches[m] = _to_device(self.data.batch(idx), self.device)
+            self._batches[m] = to_device(self.data.batch(idx), self.device)
             self._indices[m] = idx
         elif phase > 0:
             torch.manual_seed(mix_seed(self.cfg.seed, self.step, m, self.dist.rank, phase))
@@ -340,10 +308,6 @@ class Trainer:
                              f"the optimizer step, so the weights are unchanged and {kept}")
 
     # --------------------------------------------------------------------------- bookkeeping
-    def _write_metrics(self, row: dict) -> None:
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-
     def _save(self) -> None:
         if self.dist.is_main:
             epoch, in_epoch = self.order.position(self.consumed)
@@ -377,40 +341,20 @@ class Trainer:
         barrier(self.dist)
 
     # ---------------------------------------------------------------------------------- main
-    @contextlib.contextmanager
-    def _stop_on_signals(self):
-        """While training, SIGTERM / SIGINT ask the loop to finish the current step, save and return.
-
-        Handlers are installed only on the main thread (Python delivers signals there) and the previous
-        ones are put back afterwards. A second signal while stopping raises ``KeyboardInterrupt``.
-        """
-        self._stop_signal = None
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            if self._stop_signal is not None:
-                raise KeyboardInterrupt
-            self._stop_signal = signal.Signals(signum).name
-            log.warning("%s received: finishing the current step, then saving a checkpoint (send it again "
-                        "to stop at once without saving)", self._stop_signal)
-
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-
     def run(self, resume: bool = False) -> TrainResult:
         """Train until ``cfg.max_steps``; returns the final step, checkpoint and logged losses.
 
         SIGTERM or SIGINT (Ctrl-C) stops the run cleanly after the current step, with a checkpoint that
         ``--resume`` continues bit for bit; the result's ``stopped_by`` names the signal.
         """
-        with self._stop_on_signals():
+        with self._stop.installed():
             return self._run(resume)
+
+    def _stop_now(self, deadline: float | None) -> bool:
+        """The time budget is decided on rank 0 and a signal on any rank; both are shared (one all-reduce),
+        so all ranks stop at the same step."""
+        timed_out = deadline is not None and self.dist.is_main and time.monotonic() > deadline
+        return any_rank(timed_out or self._stop.name is not None, self.dist)
 
     def _run(self, resume: bool) -> TrainResult:
         from tqdm.auto import tqdm
@@ -422,54 +366,36 @@ class Trainer:
         losses: list[tuple[int, float]] = []
         bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
                    disable=not (self.progress and self.dist.is_main))
-        window_t, window_steps = time.perf_counter(), 0
-        window_loss, window_logs = 0.0, {}
+        window = MetricsWindow()
         deadline = None if cfg.max_minutes is None else time.monotonic() + 60.0 * cfg.max_minutes
         stopped_by = None
         while self.step < cfg.max_steps:
             t0 = time.perf_counter()
             logs = self._train_step()
-            loss = logs.pop("loss")
             self.elapsed += time.perf_counter() - t0
-            window_steps += 1
-            window_loss += float(loss)
-            for k, v in logs.items():
-                window_logs[k] = window_logs.get(k, 0.0) + v
-            # The time budget is decided on rank 0 and a signal on any rank; both are shared (one all-reduce),
-            # so all ranks stop at the same step.
-            timed_out = deadline is not None and self.dist.is_main and time.monotonic() > deadline
-            stop_now = any_rank(timed_out or self._stop_signal is not None, self.dist)
+            window.add(logs.pop("loss"), logs)
+            stop_now = self._stop_now(deadline)
             last = self.step == cfg.max_steps or stop_now
             if self.step % cfg.log_every == 0 or last:
-                keys = sorted(window_logs)
-                means = all_reduce_mean(torch.tensor([window_loss] + [window_logs[k] for k in keys],
-                                                     dtype=torch.float64) / window_steps, self.dist)
-                rate = window_steps * cfg.batch_size / max(time.perf_counter() - window_t, 1e-9)
                 norms = {("grad_norm" if name == "optimizer" else f"{name}_grad_norm"): v
                          for name, v in self.grad_norms.items()}
-                row = {"step": self.step, "loss": means[0].item(), "lr": lr_at(self.step - 1, cfg),
-                       **norms, "img_per_s": rate, "elapsed_s": self.elapsed,
-                       **{k: means[i + 1].item() for i, k in enumerate(keys)}}
+                row = window.row(self.step, cfg.batch_size, self.dist, lr=lr_at(self.step - 1, cfg), **norms,
+                                 elapsed_s=self.elapsed)
                 losses.append((self.step, row["loss"]))
                 if self.dist.is_main:
-                    self._write_metrics(row)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{rate:.1f}")
-                window_t, window_steps, window_loss, window_logs = time.perf_counter(), 0, 0.0, {}
+                    append_row(self.metrics_path, row)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['img_per_s']:.1f}")
             bar.update(1)
             if cfg.sample_every > 0 and (self.step % cfg.sample_every == 0 or last):
                 self._sample()
-                window_t = time.perf_counter()
+                window.restart_clock()
             if self.step % cfg.checkpoint_every == 0 or last:
                 self._save()
-                window_t = time.perf_counter()
+                window.restart_clock()
             if stop_now:
-                stopped_by = self._stop_signal or "max_minutes"
-                if self._stop_signal is not None:
-                    log.warning("stopped by %s at step %d of %d; saved %s; continue with the same command plus "
-                                "--resume", self._stop_signal, self.step, cfg.max_steps, self.last_checkpoint)
-                else:
-                    log.info("train.max_minutes=%s spent: stopped at step %d (continue with --resume)",
-                             cfg.max_minutes, self.step)
+                stopped_by = self._stop.name or "max_minutes"
+                log.warning("stopped by %s at step %d of %d; saved %s; continue with the same command plus "
+                            "--resume", stopped_by, self.step, cfg.max_steps, self.last_checkpoint)
                 break
         bar.close()
         if self.dist.is_main:
