@@ -126,6 +126,17 @@ def _draw_panel(draw, box, curves, *, title, y_range, y_ticks, y_fmt, font, smal
         draw.line(pts, fill=color, width=2)
 
 
+def _draw_legend(draw, box, names: list[str], font) -> None:
+    """Legend in the panel's lower left corner, where alpha-bar is near 0 only at the far right."""
+    lx, ly = box[0] + 12, box[3] - 14 - 18 * len(names)
+    legend_w = 40 + max(draw.textlength(n, font=font) for n in names) + 10
+    draw.rectangle([lx - 6, ly - 6, lx + legend_w, ly + 18 * len(names)], fill="white", outline=(160, 160, 160))
+    for i, name in enumerate(names):
+        yy = ly + 18 * i + 6
+        draw.line([(lx, yy), (lx + 30, yy)], fill=_COLORS[i % len(_COLORS)], width=3)
+        draw.text((lx + 38, yy), name, fill="black", font=font, anchor="lm")
+
+
 def plot_schedules(
     alphas_cumprod: Mapping[str, np.ndarray],
     path: str | Path,
@@ -178,15 +189,7 @@ def plot_schedules(
     _draw_panel(draw, boxes[1], snr_curves, title="log10 SNR_t", y_range=(y_lo, y_hi),
                 y_ticks=list(range(-(-y_lo // step) * step, y_hi + 1, step)), y_fmt=lambda v: f"{v:g}", font=font, small_font=small)
 
-    # legend in the first panel's lower left corner, where alpha-bar is near 0 only at the far right
-    lx, ly = boxes[0][0] + 12, boxes[0][3] - 14 - 18 * len(names)
-    legend_w = 40 + max(draw.textlength(n, font=small) for n in names) + 10
-    draw.rectangle([lx - 6, ly - 6, lx + legend_w, ly + 18 * len(names)], fill="white", outline=(160, 160, 160))
-    for i, name in enumerate(names):
-        color = _COLORS[i % len(_COLORS)]
-        yy = ly + 18 * i + 6
-        draw.line([(lx, yy), (lx + 30, yy)], fill=color, width=3)
-        draw.text((lx + 38, yy), name, fill="black", font=small, anchor="lm")
+    _draw_legend(draw, boxes[0], names, small)
     if note:
         draw.text((width - margin_r, 12), note, fill="black", font=small, anchor="rt")
 
