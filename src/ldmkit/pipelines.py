@@ -225,11 +225,12 @@ class LoadedModel:
     step: int
     path: Path
 
-    def generate(self, n: int, **kwargs) -> torch.Tensor:
-        """:func:`generate` with this model's denoiser, process, space, sample shape and variance type."""
+    def generate(self, n: int, *, shape: tuple[int, ...] | None = None, **kwargs) -> torch.Tensor:
+        """:func:`generate` with this model's denoiser, process, space and variance type; ``shape`` of one
+        ``x_t`` defaults to the training size (:func:`sample_shape`)."""
         kwargs.setdefault("variance_type", self.config.diffusion.variance_type)
-        return generate(self.denoiser, self.process, self.space, sample_shape(self.config, self.space), n=n,
-                        **kwargs)
+        shape = sample_shape(self.config, self.space) if shape is None else shape
+        return generate(self.denoiser, self.process, self.space, shape, n=n, **kwargs)
 
 
 def load_model(path: str | Path, *, ema: bool = True, device: torch.device | str = "cpu") -> LoadedModel:

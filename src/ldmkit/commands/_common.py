@@ -257,3 +257,15 @@ def save_samples_npz(path: str | Path, images: Any, *, labels: Any = None, seeds
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **arrays)
     return path
+
+
+def report_training(result, command: str, args, out: Path, next_step: str = "") -> int:
+    """Print how a training command ended: a stop by a signal or the time budget (with the command that
+    continues it), or the final step, time, throughput and checkpoint."""
+    if result.stopped_by is not None:
+        print(f"stopped by {result.stopped_by} at step {result.step}; checkpoint {result.checkpoint}; continue "
+              f"with: ldmkit {command} {args.config} --out {out} --resume")
+        return EXIT_OK
+    print(f"done: step {result.step}, {result.elapsed_s:.0f} s of training; checkpoint {result.checkpoint}"
+          + (f"\nnext: {next_step}" if next_step else ""))
+    return EXIT_OK

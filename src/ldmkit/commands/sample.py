@@ -45,19 +45,15 @@ def run(args) -> int:
     settings = sampling_settings(args, cfg.sample, loaded.process.num_timesteps)
     sampler, steps, eta, scale = settings.sampler, settings.steps, settings.eta, settings.guidance_scale
     labels = class_labels(args.labels, args.num, cfg.unet.num_classes)
-    generate = loaded.generate
-    if args.size:  # --size HxW: the same flow at another size (pipelines.generate takes the x_t shape)
-        from ldmkit import editing, pipelines
+    shape = None
+    if args.size:  # --size HxW: the same flow at another size (checked against the model's factor)
+        from ldmkit import editing
 
         shape = editing.shape_at(loaded, *editing.parse_size(args.size), what="--size")
-
-        def generate(n, **kwargs):
-            return pipelines.generate(loaded.denoiser, loaded.process, loaded.space, shape, n=n,
-                                      variance_type=cfg.diffusion.variance_type, **kwargs)
     with tqdm(total=args.num, unit="img", desc=f"sampling ({sampler})") as bar:
-        images = generate(args.num,
-                                    sampler=sampler, steps=steps, eta=eta, seed=args.seed, labels=labels,
-                                    guidance_scale=scale, batch_size=args.batch_size, progress=bar.update)
+        images = loaded.generate(args.num, shape=shape, sampler=sampler, steps=steps, eta=eta, seed=args.seed,
+                                 labels=labels, guidance_scale=scale, batch_size=args.batch_size,
+                                 progress=bar.update)
     uint8 = to_uint8(images)
     wrote = []
     if args.npz:

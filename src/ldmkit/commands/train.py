@@ -28,6 +28,7 @@ def run(args) -> int:
     import dataclasses
 
     from ldmkit import pipelines
+    from ldmkit.commands._common import report_training
     from ldmkit.config import load_config
 
     cfg = load_config(args.config, args.overrides)
@@ -35,11 +36,4 @@ def run(args) -> int:
         cfg = dataclasses.replace(cfg, first_stage=str(Path(cfg.first_stage).resolve()))
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     result = pipelines.train(cfg, out, resume=args.resume, progress=not args.no_progress)
-    rate = result.step * cfg.train.batch_size / max(result.elapsed_s, 1e-9)
-    if result.stopped_by is not None:
-        print(f"stopped by {result.stopped_by} at step {result.step}; checkpoint {result.checkpoint}; continue with: "
-              f"ldmkit train {args.config} --out {out} --resume")
-        return 0
-    print(f"done: step {result.step}, {result.elapsed_s:.0f} s of training ({rate:.1f} img/s); "
-          f"checkpoint {result.checkpoint}")
-    return 0
+    return report_training(result, "train", args, out)

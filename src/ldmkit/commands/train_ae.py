@@ -25,14 +25,9 @@ def run(args) -> int:
 
     from ldmkit import pipelines
     from ldmkit.autoencoders.config import load_config
+    from ldmkit.commands._common import report_training
 
     cfg = load_config(args.config, list(args.overrides or []))
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     result = pipelines.train_autoencoder(cfg, out, resume=args.resume, progress=not args.no_progress)
-    if result.stopped_by is not None:
-        print(f"stopped by {result.stopped_by} at step {result.step}; checkpoint {result.checkpoint}; continue with: "
-              f"ldmkit train-ae {args.config} --out {out} --resume")
-        return 0
-    print(f"saved {result.checkpoint} (step {result.step}, {result.elapsed_s:.0f} s of training)\n"
-          f"next: ldmkit ae-stats {out}")
-    return 0
+    return report_training(result, "train-ae", args, out, next_step=f"ldmkit ae-stats {out}")
