@@ -27,7 +27,6 @@ import torch
 import torch.nn.functional as F
 
 from ldmkit.denoiser import ClassifierFreeGuidance
-from ldmkit.latent import PixelSpace
 from ldmkit.pipelines import image_shape, sampler_options
 from ldmkit.registry import lookup
 from ldmkit.samplers import (
@@ -292,7 +291,7 @@ def inpaint(loaded, image: torch.Tensor, mask: torch.Tensor, *, steps: int, resa
     z = sample_repaint(_model(loaded, guidance_scale), x_T, grid, loaded.process, known=known, mask=fill,
                        cond=cond, generator=gens, resample=resample, jump_length=jump_length,
                        variance_type=loaded.config.diffusion.variance_type,
-                       clip_denoised=isinstance(space, PixelSpace),
+                       clip_denoised=space.clip_denoised,
                        callback=None if progress is None else (lambda info: progress(1)))
     out = space.decode(z).clamp(-1, 1).cpu()
     return torch.where(mask.expand_as(image), out, image)  # paste the known pixels back (exact after decode)
@@ -363,7 +362,7 @@ def img2img(loaded, images: torch.Tensor, *, strength: float, steps: int, seed: 
     x = noise if strength == 1.0 else process.q_sample(z0, torch.full((n,), t_start, dtype=torch.int64,
                                                                  device=device), noise)
     options = sampler_options(sampler, variance_type=cfg.diffusion.variance_type,
-                              clip_denoised=isinstance(space, PixelSpace), eta=cfg.sample.eta if eta is None else eta)
+                              clip_denoised=space.clip_denoised, eta=cfg.sample.eta if eta is None else eta)
     z = spec.fn(_model(loaded, guidance_scale), x.to(torch.get_default_dtype()), grid, process, cond=cond,
                 generator=gens, **options)
     return space.decode(z).clamp(-1, 1).cpu(), Img2ImgRun(strength, steps, k, t_start, sampler)

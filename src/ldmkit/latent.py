@@ -56,6 +56,7 @@ class PixelSpace:
 
     factor = 1
     scale_factor = 1.0
+    clip_denoised = True  # x0 lives in [-1, 1]: samplers may clip it
 
     def __init__(self, padding=None):
         self.padding = padding if padding else None  # an empty Padding is no padding
@@ -98,6 +99,8 @@ class LatentSpace:
         posterior: ``sample`` (Rombach et al.) or ``mode`` (for VQ both give the quantised latent).
         padding: what ``data.pad_to`` added to the data's images; ``decode`` removes it.
     """
+
+    clip_denoised = False  # latents are unbounded: never clip x0
 
     def __init__(self, autoencoder: nn.Module, scale_factor: float, posterior: PosteriorChoice = "sample",
                  padding=None):

@@ -29,7 +29,7 @@ from ldmkit.data import image_shape as data_image_shape
 from ldmkit.denoiser import ClassifierFreeGuidance, Denoiser
 from ldmkit.diffusion.config import DiffusionConfig
 from ldmkit.diffusion.process import GaussianProcess
-from ldmkit.latent import PixelSpace, latent_space_for
+from ldmkit.latent import latent_space_for
 from ldmkit.networks import UNet
 from ldmkit.samplers import SAMPLERS, make_generators, make_timestep_grid, randn
 from ldmkit.training.data_order import DatasetData, TensorData
@@ -178,7 +178,7 @@ def generate(denoiser: torch.nn.Module, process: GaussianProcess, space, shape: 
         variance_type: the model's (``ddpm`` uses it; the other samplers ignore it).
     """
     spec = lookup(SAMPLERS, sampler, "sampler")
-    options = sampler_options(sampler, variance_type=variance_type, clip_denoised=isinstance(space, PixelSpace),
+    options = sampler_options(sampler, variance_type=variance_type, clip_denoised=space.clip_denoised,
                               eta=eta)
     grid = make_timestep_grid(spec.grid, process.num_timesteps, steps or process.num_timesteps,
                               alphas_cumprod=process.alphas_cumprod)
