@@ -116,7 +116,7 @@ def _bad_image(path: Path, e: BaseException) -> BadImageError:
     """Translate what Pillow raises for a bad file into a BadImageError naming the file and the reason."""
     if isinstance(e, BadImageError):
         return e
-    if isinstance(e, Image.DecompressionBombError):
+    if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         return ImageTooLargeError(path, f"refused as a possible decompression bomb: {e}")
     if isinstance(e, UnidentifiedImageError):
         return BadImageError(path, f"not a readable {'/'.join(PIL_FORMATS)} image (unknown or corrupt header)")
@@ -153,15 +153,34 @@ def read_image(
         raise FileNotFoundError(f"image file {path} does not exist")
     try:
         with warnings.catch_warnings():
-            # Our own limit (max_pixels) applies; Pillow's global one would only warn in this range.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow only *warns* between Image.MAX_IMAGE_PIXELS and twice that (and raises above): here the
+            # warning band is an error too (ImageTooLargeError naming the file), whatever max_pixels says:
+            # see _bomb_warning_band.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path, formats=PIL_FORMATS) as im:
                 native, mode = im.size, im.mode
                 check_pixel_limit(path, *native, max_pixels)
                 arr = _decode(im, size, channels, rgb_background) if decode else None
+    except Image.DecompressionBombWarning as e:
+        raise _bomb_warning_band(path, e, max_pixels) from None
     except _DECODE_ERRORS + (BadImageError,) as e:
         raise _bad_image(path, e) from None
     return arr, native, mode
+
+
+def _bomb_warning_band(path: Path, warning: Warning, max_pixels: int | None) -> ImageTooLargeError:
+    """The error for a file in Pillow's warning band: ours (naming size and max_pixels) when our limit is
+    exceeded too, else one naming Pillow's ``MAX_IMAGE_PIXELS``. Only the header is read again."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path, formats=PIL_FORMATS) as im:
+                check_pixel_limit(path, *im.size, max_pixels)
+    except ImageTooLargeError as e:
+        return e
+    return ImageTooLargeError(path, f"refused as a possible decompression bomb: {warning} (Pillow warns over "
+                                    f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}; an error here, "
+                                    "not a warning)")
 
 
 def load_image(
