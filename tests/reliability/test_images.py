@@ -159,10 +159,13 @@ def _run(argv, capsys) -> tuple[int, str]:
                                   "band.png", "anim.gif"])
 def test_inpaint_and_img2img_refuse_bad_files_with_exit_2(tmp_path, capsys, ckpt, name):
     """Guards ``read_image``'s translation to BadImageError (which ``editing.read_uint8`` turns into a usage
-    error): each command prints one line naming the file, exits 2, writes nothing, shows no traceback."""
+    error): each command (inpaint's image and mask, img2img's image) prints one line naming the file, exits 2,
+    writes nothing, shows no traceback."""
     path = _bad_files(tmp_path / "in")[name]
     runs = {"inpaint": ["inpaint", ckpt, path, "--box", "0,0,4,4", "--steps", "2", "-o", tmp_path / "o.png"],
-            "img2img": ["img2img", ckpt, path, "--strength", "0.5", "--steps", "2", "-o", tmp_path / "o.png"]}
+            "img2img": ["img2img", ckpt, path, "--strength", "0.5", "--steps", "2", "-o", tmp_path / "o.png"],
+            "inpaint (mask)": ["inpaint", ckpt, save(solid(90, mode="L"), tmp_path / "good.png"), path,
+                               "--steps", "2", "-o", tmp_path / "o.png"]}
     for command, argv in runs.items():
         rc, text = _run(argv, capsys)
         assert rc == 2, (command, text)
