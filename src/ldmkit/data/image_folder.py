@@ -116,7 +116,7 @@ def _bad_image(path: Path, e: BaseException) -> BadImageError:
     """Translate what Pillow raises for a bad file into a BadImageError naming the file and the reason."""
     if isinstance(e, BadImageError):
         return e
-    if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+    if isinstance(e, Image.DecompressionBombError):
         return ImageTooLargeError(path, f"refused as a possible decompression bomb: {e}")
     if isinstance(e, UnidentifiedImageError):
         return BadImageError(path, f"not a readable {'/'.join(PIL_FORMATS)} image (unknown or corrupt header)")
@@ -178,6 +178,8 @@ def _bomb_warning_band(path: Path, warning: Warning, max_pixels: int | None) -> 
                 check_pixel_limit(path, *im.size, max_pixels)
     except ImageTooLargeError as e:
         return e
+    except _DECODE_ERRORS:
+        pass
     return ImageTooLargeError(path, f"refused as a possible decompression bomb: {warning} (Pillow warns over "
                                     f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS}; an error here, "
                                     "not a warning)")
