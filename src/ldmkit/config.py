@@ -48,6 +48,16 @@ class SampleConfig:
 
     def __post_init__(self):
         lookup(SAMPLERS, self.sampler, "sample.sampler")
+        # steps=0 once fell through `steps or T` and silently ran all T steps: refuse it here.
+        bad = [] if self.steps is None or self.steps >= 1 else [f"steps={self.steps} must be >= 1 (or null: all T)"]
+        if not 0.0 <= self.eta <= 1.0:
+            bad.append(f"eta={self.eta} must be in [0, 1]")
+        if self.num_images < 1:
+            bad.append(f"num_images={self.num_images} must be >= 1")
+        if not self.guidance_scale >= 0.0:  # also refuses NaN
+            bad.append(f"guidance_scale={self.guidance_scale} must be >= 0 (1 = off)")
+        if bad:
+            raise ValueError("; ".join(bad))
 
 
 @dataclass

@@ -127,13 +127,21 @@ class Sampling:
     guidance_scale: float
 
 
-def sampling_settings(args: Any, sample_cfg: Any, num_timesteps: int) -> Sampling:
+def sampling_settings(args: Any, sample_cfg: Any, num_timesteps: int, *, conditional: bool | None = None) -> Sampling:
     """The arguments of :func:`add_sampling_arguments`, falling back to ``sample_cfg`` (a config's
     ``sample`` section); ``steps`` of ``None`` in the config means all ``num_timesteps``.
 
+    Args:
+        conditional: whether the model is class-conditional (``cfg.unet.num_classes is not None``); when
+            ``False``, a ``--guidance-scale`` other than 1 is refused (guidance needs class labels). ``None``
+            skips that check.
+
     Raises:
-        UsageError: unknown ``--sampler``, or ``--steps`` above T.
+        UsageError: unknown ``--sampler``; ``--steps`` outside [1, T]; ``--eta`` outside [0, 1];
+            ``--guidance-scale`` below 0, or other than 1 for an unconditional model.
     """
+    import math
+
     from ldmkit.registry import ConfigError, lookup
     from ldmkit.samplers import SAMPLERS
 
@@ -142,11 +150,20 @@ def sampling_settings(args: Any, sample_cfg: Any, num_timesteps: int) -> Samplin
         lookup(SAMPLERS, sampler, "sampler")
     except ConfigError as e:
         raise UsageError(f"--sampler: {e}") from None
-    steps = args.steps if args.steps is not None else (sample_cfg.steps or num_timesteps)
+    # `is None`, not `or`: a stored steps of 0 must not silently become all T steps
+    steps = args.steps if args.steps is not None else (num_timesteps if sample_cfg.steps is None else sample_cfg.steps)
     if not 1 <= steps <= num_timesteps:
         raise UsageError(f"--steps={steps}: must be in [1, {num_timesteps}] (the model's T)")
     eta = getattr(args, "eta", None)
+    if eta is not None and not 0.0 <= eta <= 1.0:
+        raise UsageError(f"--eta={eta}: must be in [0, 1]")
     scale = getattr(args, "guidance_scale", None)
+    if scale is not None:
+        if not (math.isfinite(scale) and scale >= 0.0):
+            raise UsageError(f"--guidance-scale={scale}: must be >= 0 (1 = no guidance)")
+        if conditional is False and scale != 1.0:
+            raise UsageError(f"--guidance-scale={scale}: this model is not class-conditional, so the only "
+                             "allowed value is 1 (no guidance)")
     return Sampling(sampler, steps, sample_cfg.eta if eta is None else eta,
                     sample_cfg.guidance_scale if scale is None else scale)
 

@@ -5,14 +5,23 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from ldmkit.commands._common import add_sampling_arguments, positive_int
+from ldmkit.commands._common import UsageError, add_sampling_arguments, positive_int
+
+# What --from-png takes from the PNG (argument: its default, which the user must leave as is).
+FROM_PNG_ARGS = {"num": 64, "seed": 0, "sampler": None, "steps": None, "eta": None, "guidance_scale": None,
+                 "labels": None, "no_ema": False, "size": None}
 
 
 def add_parser(sub, formatter_class):
     p = sub.add_parser("sample", help="sample images from a trained checkpoint", formatter_class=formatter_class,
                        description="Sample from a checkpoint (EMA weights by default). Image i uses its own "
                                    "noise seeded by --seed + i, so any image can be reproduced alone.")
-    p.add_argument("checkpoint", help="checkpoint folder, or a run folder (its latest checkpoint)")
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="checkpoint folder, or a run folder (its latest checkpoint); with --from-png, default: "
+                        "the checkpoint named in the PNG")
+    p.add_argument("--from-png", metavar="FILE", default=None,
+                   help="regenerate one image written by `sample --out-dir`: its checkpoint, seed, sampler, steps, "
+                        "eta, guidance scale, label, weights and size come from the PNG's metadata")
     p.add_argument("-n", "--num", type=positive_int, default=64, help="number of images")
     add_sampling_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
@@ -40,9 +49,14 @@ def run(args) -> int:
     from ldmkit.commands._common import class_labels, device, load_model, sampling_settings, save_samples_npz
     from ldmkit.images import make_grid, save_png, to_uint8
 
+    if args.from_png:
+        settings_from_png(args)
+    elif args.checkpoint is None:
+        raise UsageError("CKPT_DIR: a checkpoint folder is required (or --from-png FILE)")
     loaded = load_model(args.checkpoint, ema=not args.no_ema, device=device(args.device))
     cfg = loaded.config
-    settings = sampling_settings(args, cfg.sample, loaded.process.num_timesteps)
+    settings = sampling_settings(args, cfg.sample, loaded.process.num_timesteps,
+                                 conditional=cfg.unet.num_classes is not None)
     sampler, steps, eta, scale = settings.sampler, settings.steps, settings.eta, settings.guidance_scale
     labels = class_labels(args.labels, args.num, cfg.unet.num_classes)
     shape = None
@@ -62,7 +76,7 @@ def run(args) -> int:
     if args.out_dir:
         common = {"ldmkit_version": __version__, "checkpoint": str(loaded.path), "step": loaded.step,
                   "weights": "model" if args.no_ema else "ema", "sampler": sampler, "steps": steps,
-                  "eta": eta, "guidance_scale": scale}
+                  "eta": eta, "guidance_scale": scale, "size": args.size}
         for i in range(args.num):
             label = None if labels is None else int(labels[i])
             cmd = (f"ldmkit sample {shlex.quote(str(loaded.path))} -n 1 --sampler {sampler} --steps {steps} "
@@ -81,3 +95,46 @@ def run(args) -> int:
     print(f"{args.num} images from {loaded.path} (step {loaded.step}, {sampler}, {steps} steps) -> "
           + ", ".join(wrote))
     return 0
+
+
+def settings_from_png(args) -> None:
+    """Fill ``args`` from the metadata of a PNG written by ``sample --out-dir`` (``--from-png``): one image,
+    its seed, sampler, steps, eta, label (and guidance scale), weights and size; the positional checkpoint,
+    when given, replaces the stored path (a moved checkpoint).
+
+    Raises:
+        UsageError: the file is no PNG, lacks those keys (e.g. a grid), or a sampling argument was also given.
+    """
+    import json
+
+    from ldmkit.images import read_png_metadata
+
+    given = [k for k, default in FROM_PNG_ARGS.items() if getattr(args, k) != default]
+    if given:
+        names = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise UsageError(f"--from-png: {names} come from the PNG's metadata; leave them out")
+    try:
+        meta = read_png_metadata(args.from_png)
+    except FileNotFoundError:
+        raise UsageError(f"--from-png {args.from_png}: no such file") from None
+    except (OSError, SyntaxError, ValueError) as e:  # Pillow: not a PNG, truncated, ...
+        raise UsageError(f"--from-png {args.from_png}: cannot read it as a PNG ({e})") from None
+    need = ("checkpoint", "seed", "sampler", "steps", "eta", "guidance_scale", "label", "weights")
+    missing = [k for k in need if k not in meta]
+    if missing:
+        raise UsageError(f"--from-png {args.from_png}: no {', '.join(missing)} in its metadata; only the "
+                         "one-image PNGs of `ldmkit sample --out-dir` can be regenerated (not a grid)")
+    try:
+        label = json.loads(meta["label"])
+        args.seed, args.steps, args.eta = int(meta["seed"]), int(meta["steps"]), float(meta["eta"])
+        scale = float(meta["guidance_scale"])
+    except (ValueError, TypeError) as e:
+        raise UsageError(f"--from-png {args.from_png}: unreadable metadata ({e})") from None
+    if meta["weights"] not in ("ema", "model"):
+        raise UsageError(f"--from-png {args.from_png}: weights={meta['weights']!r}, expected 'ema' or 'model'")
+    args.checkpoint = args.checkpoint or meta["checkpoint"]
+    args.num, args.sampler, args.no_ema = 1, meta["sampler"], meta["weights"] == "model"
+    args.labels = None if label is None else str(int(label))
+    args.guidance_scale = None if label is None else scale  # guidance only acts on a labelled image
+    size = meta.get("size")
+    args.size = None if size in (None, "null", "") else size
