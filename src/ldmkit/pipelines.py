@@ -255,7 +255,7 @@ def config_dict(cfg: Config) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- training
-def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, data=None, progress: bool = True):
+def train(cfg: Config, out_dir: str | Path, *, resume: bool | str = False, data=None, progress: bool = True):
     """Train the diffusion model of ``cfg`` into ``out_dir`` with the one engine (torchrun-aware).
 
     The first stage's ``scale_factor`` is recorded in the stored config (``first_stage_scale_factor``), so a
@@ -307,7 +307,7 @@ def autoencoder_images(cfg, split: str | None = None, limit: int | None = None) 
     return torch.stack([ds[i]["image"] for i in range(n)])
 
 
-def train_autoencoder(cfg, out_dir: str | Path, *, resume: bool = False, images: torch.Tensor | None = None,
+def train_autoencoder(cfg, out_dir: str | Path, *, resume: bool | str = False, images: torch.Tensor | None = None,
                       progress: bool = True):
     """Train a first-stage autoencoder (``AutoencoderRunConfig``) with the one engine: the GAN train step.
 

@@ -218,3 +218,18 @@ def test_time_budget_stops_with_a_checkpoint(tmp_path):
     result = loss_trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=1000, max_minutes=1e-6), tmp_path,
                      config={}, progress=False).run()
     assert result.step == 1 and result.checkpoint == tmp_path / "checkpoints" / "step_0000001"
+
+
+def test_resume_auto_starts_or_continues(tmp_path):
+    """resume="auto" (``--resume-if-any``, for elastic restarts): an empty folder starts, a folder with a checkpoint
+    continues, and the result equals one uninterrupted run (loop.py _prepare's "auto" branch)."""
+    first = loss_trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=5), tmp_path / "a", config={},
+                         progress=False).run(resume="auto")
+    assert first.step == 5
+    more = loss_trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=10), tmp_path / "a", config={},
+                        progress=False)
+    assert more.run(resume="auto").step == 10
+    full = loss_trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=10), tmp_path / "b", config={},
+                        progress=False)
+    full.run()
+    assert state_equal(full.model.state_dict(), more.model.state_dict())

@@ -19,6 +19,8 @@ def add_parser(sub, formatter_class):
     p.add_argument("config", help="YAML config file, e.g. configs/ddpm_fmnist.yaml")
     p.add_argument("--out", help="run folder (checkpoints/, samples/, metrics.jsonl); default runs/<config name>")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--resume-if-any", action="store_true",
+                   help="continue if --out holds a checkpoint, else start (for torchrun --max-restarts)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run, accepts_overrides=True)
 
@@ -26,6 +28,7 @@ def add_parser(sub, formatter_class):
 def run(args) -> int:
     """Errors rise to ``cli.main``'s exit-code policy (usage 2, runtime 1)."""
     import dataclasses
+    import os
 
     from ldmkit import pipelines
     from ldmkit.commands._common import report_training
@@ -35,5 +38,7 @@ def run(args) -> int:
     if cfg.first_stage is not None:  # stored absolute, so sampling works from any directory
         cfg = dataclasses.replace(cfg, first_stage=str(Path(cfg.first_stage).resolve()))
     out = Path(args.out or Path("runs") / Path(args.config).stem)
-    result = pipelines.train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    result = pipelines.train(cfg, out, resume="auto" if args.resume_if_any else args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 reports
+        return 0
     return report_training(result, "train", args, out)

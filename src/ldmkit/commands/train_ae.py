@@ -15,12 +15,15 @@ def add_parser(sub, formatter_class):
     p.add_argument("config", help="autoencoder YAML config")
     p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.add_argument("--resume-if-any", action="store_true",
+                   help="continue if --out holds a checkpoint, else start (for torchrun --max-restarts)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run, accepts_overrides=True)
 
 
 def run(args) -> int:
     """Errors rise to ``cli.main``'s exit-code policy (usage 2, runtime 1)."""
+    import os
     from pathlib import Path
 
     from ldmkit import pipelines
@@ -29,5 +32,7 @@ def run(args) -> int:
 
     cfg = load_config(args.config, list(args.overrides or []))
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    result = pipelines.train_autoencoder(cfg, out, resume=args.resume, progress=not args.no_progress)
+    result = pipelines.train_autoencoder(cfg, out, resume="auto" if args.resume_if_any else args.resume, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 reports
+        return 0
     return report_training(result, "train-ae", args, out, next_step=f"ldmkit ae-stats {out}")

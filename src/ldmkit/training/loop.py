@@ -131,8 +131,10 @@ class Trainer:
         return self.modules["model"]
 
     # ------------------------------------------------------------------------------------ set-up
-    def _prepare(self, resume: bool) -> None:
+    def _prepare(self, resume: bool | str) -> None:
         latest = ckpt_io.latest_checkpoint(self.out_dir)
+        if resume == "auto":  # an elastic restart runs the same command every attempt
+            resume = latest is not None
         if latest is not None and not resume:
             raise RunFolderError(f"{self.out_dir} already holds checkpoint {latest.name}; pass --resume to "
                                 "continue that run, or choose another --out")
@@ -341,8 +343,11 @@ class Trainer:
         barrier(self.dist)
 
     # ---------------------------------------------------------------------------------- main
-    def run(self, resume: bool = False) -> TrainResult:
+    def run(self, resume: bool | str = False) -> TrainResult:
         """Train until ``cfg.max_steps``; returns the final step, checkpoint and logged losses.
+
+        ``resume``: ``True`` continues the latest checkpoint of ``out_dir`` (one must exist), ``False``
+        starts a new run (``out_dir`` must hold none), ``"auto"`` continues if there is one, else starts.
 
         SIGTERM or SIGINT (Ctrl-C) stops the run cleanly after the current step, with a checkpoint that
         ``--resume`` continues bit for bit; the result's ``stopped_by`` names the signal.
@@ -356,7 +361,7 @@ class Trainer:
         timed_out = deadline is not None and self.dist.is_main and time.monotonic() > deadline
         return any_rank(timed_out or self._stop.name is not None, self.dist)
 
-    def _run(self, resume: bool) -> TrainResult:
+    def _run(self, resume: bool | str) -> TrainResult:
         from tqdm.auto import tqdm
 
         cfg = self.cfg
