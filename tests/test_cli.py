@@ -167,9 +167,9 @@ def test_exit_code_policy():
     from ldmkit.registry import ConfigError
     from ldmkit.training import CheckpointError, NonFiniteError, RunFolderError, TrainingError
 
-    usage = [UsageError("x"), ConfigError("x"), ValueError("x"), FileNotFoundError("x"), RunFolderError("x")]
-    runtime = [CheckpointError("x"), TrainingError("x"), NonFiniteError("x"), BadImageError("a.png", "x"),
-               RuntimeError("x"), OSError("x")]
+    usage = [UsageError("x"), ConfigError("x"), ValueError("x"), FileNotFoundError("x"), RunFolderError("x"),
+             BadImageError("a.png", "x")]
+    runtime = [CheckpointError("x"), TrainingError("x"), NonFiniteError("x"), RuntimeError("x"), OSError("x")]
     assert [exit_code(e) for e in usage] == [2] * len(usage)
     assert [exit_code(e) for e in runtime] == [1] * len(runtime)
     assert exit_code(TypeError("a bug")) is None

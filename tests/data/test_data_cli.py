@@ -62,7 +62,7 @@ def test_info_bad_folder_exits_nonzero_with_the_file_named(tmp_path, capsys):
     root = _good_folder(tmp_path / "imgs")
     truncate(save(noise_image(0), root / "red" / "cut.png"))
     (root / "blue" / "junk.webp").write_bytes(b"RIFF0000WEBPjunk")
-    assert main(["data", "info", str(root)]) == 1
+    assert main(["data", "info", str(root)]) == 2  # the user named a folder with bad files: usage
     err = capsys.readouterr().err
     assert f"error: {root / 'red' / 'cut.png'}: cannot decode image: image file is truncated" in err
     assert f"error: {root / 'blue' / 'junk.webp'}:" in err

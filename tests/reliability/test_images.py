@@ -234,22 +234,19 @@ def test_data_info_names_every_bad_file(tmp_path, capsys):
     assert rc != 0 and "band.png: refused as a possible decompression bomb" in text and "an error here" in text
 
 
-@pytest.mark.xfail(strict=True, reason="ldmkit data info exits 1 (EXIT_RUNTIME) for bad files in a folder; "
-                                       "the issue asks 2 (commands/data.py, owned by the lead)")
 def test_data_info_bad_files_exit_2(tmp_path, capsys):
-    """The exit-code half of the issue for ``data info`` (strict xfail until commands/data.py changes)."""
+    """The exit-code half of the issue for ``data info`` (guards commands/data.py ``_info_folder``'s EXIT_USAGE
+    and commands/_common.py's BadImageError -> 2)."""
     (tmp_path / "zero.png").write_bytes(b"")
     save(solid((1, 2, 3)), tmp_path / "good.png")
     rc, _ = _run(["data", "info", tmp_path], capsys)
     assert rc == 2
 
 
-@pytest.mark.xfail(strict=True, reason="eval-images reads a folder with a bare Image.open "
-                                       "(metrics/evaluate.py load_images, not the checked loader)")
 @pytest.mark.parametrize("name", ["zero.png", "text.png", "cut.png", "band.png"])
 def test_eval_images_folder_names_the_bad_file(tmp_path, capsys, name):
-    """``eval-images DIR``: a bad file must give one line naming it and exit 2 (strict xfail until
-    ``metrics.evaluate.load_images`` uses ``ldmkit.data.load_image``)."""
+    """``eval-images DIR``: a bad file gives one line naming it and exit 2 (guards metrics/evaluate.py
+    ``load_images`` reading through ``ldmkit.data.load_image``)."""
     src = _bad_files(tmp_path / "all")[name]
     folder = tmp_path / "eval"
     save(Image.new("L", (8, 8), 3), folder / "a.png")

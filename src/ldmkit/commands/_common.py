@@ -7,10 +7,10 @@ wraps around each command's ``run``; a command only raises):
 - ``2``: usage error: a bad argument (:class:`UsageError`, argparse), a bad config key or value
   (:class:`ldmkit.registry.ConfigError` and other ``ValueError``), an input the user named that does not
   exist or is not of the kind expected (``FileNotFoundError``, a path that is no checkpoint), a run folder
-  that already holds checkpoints (``RunFolderError``).
+  that already holds checkpoints (``RunFolderError``), an unreadable or hostile image file
+  (``BadImageError``, named in the message).
 - ``1``: runtime error: training failed or went non-finite (``TrainingError``), a checkpoint's content is
-  corrupted or does not fit its config (``CheckpointError``), a bad file inside a dataset
-  (``BadImageError``), and any other ``RuntimeError`` / ``OSError``.
+  corrupted or does not fit its config (``CheckpointError``), and any other ``RuntimeError`` / ``OSError``.
 - ``130``: interrupted (Ctrl-C).
 
 Any other exception is a bug in ldmkit and keeps its traceback.
@@ -46,8 +46,8 @@ def exit_code(error: BaseException) -> int | None:
 
     policy: list[tuple[tuple[type[BaseException], ...], int]] = [
         ((KeyboardInterrupt,), EXIT_INTERRUPTED),
-        ((RunFolderError,), EXIT_USAGE),  # the user named a folder that holds another run
-        ((TrainingError, CheckpointError, BadImageError), EXIT_RUNTIME),
+        ((RunFolderError, BadImageError), EXIT_USAGE),  # a folder / image file the user named does not fit
+        ((TrainingError, CheckpointError), EXIT_RUNTIME),
         ((ValueError, FileNotFoundError, NotADirectoryError, argparse.ArgumentError), EXIT_USAGE),
         ((RuntimeError, OSError), EXIT_RUNTIME),
     ]

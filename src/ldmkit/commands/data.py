@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ldmkit.commands._common import EXIT_RUNTIME, EXIT_USAGE, positive_int
+from ldmkit.commands._common import EXIT_USAGE, positive_int
 
 SOURCES = ("fashion-mnist", "shapes")
 EXAMPLES = """examples:
@@ -157,7 +157,7 @@ def _info_folder(args) -> int:
     if ds.bad_files:
         verdict = "skipped (--skip-bad)" if args.skip_bad else "fix or remove them, or pass --skip-bad"
         print(f"{len(ds.bad_files)} bad image file(s): {verdict}", file=sys.stderr)
-        return 0 if args.skip_bad else EXIT_RUNTIME
+        return 0 if args.skip_bad else EXIT_USAGE
     return 0
 
 

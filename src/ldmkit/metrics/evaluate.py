@@ -54,6 +54,17 @@ def _describe_seeds(seeds: np.ndarray) -> str | list[int]:
     return seeds.tolist()
 
 
+def _channels_of(path: Path) -> int:
+    """1 for grayscale files (L, I, I;16, 1 modes), else 3; unreadable files get 3 (the loader names them)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return 1 if im.mode in ("L", "I", "I;16", "1", "LA") else 3
+    except Exception:  # noqa: BLE001 - load_image reports the problem with the file's name
+        return 3
+
+
 def load_images(path: str | os.PathLike, key: str | None = None) -> tuple[np.ndarray, dict]:
     """Images from a directory of image files (sorted by name) or an ``.npz`` / ``.npy`` array file.
 
@@ -63,14 +74,14 @@ def load_images(path: str | os.PathLike, key: str | None = None) -> tuple[np.nda
     path = Path(path)
     info: dict = {"source": str(path)}
     if path.is_dir():
-        from PIL import Image
+        from ldmkit.data import load_image
+
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ValueError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this directory")
         arrays = []
-        for f in files:
-            with Image.open(f) as im:
-                arrays.append(np.asarray(im.convert("L" if im.mode in ("L", "I", "I;16", "1") else "RGB")))
+        for f in files:  # the datasets' checked loader: bad files are a BadImageError naming the file
+            arrays.append(load_image(f, channels=_channels_of(f)))
         shapes = {a.shape for a in arrays}
         if len(shapes) != 1:
             raise ValueError(f"{path}: images have different shapes {sorted(shapes)[:4]}")
