@@ -111,7 +111,11 @@ def test_sigkilled_worker_is_restarted_and_resumes_exactly(tmp_path, reference, 
     last = KILL_STEP // EVERY * EVERY  # 6: the last checkpoint before the kill
     assert [(r["rank"], r["resumed_from"], r["steps_run"], r["exit_code"]) for r in restarted] == \
         [(0, last, MAX_STEPS - last, 0), (1, last, MAX_STEPS - last, 0)], rows
-    assert max(r["attempt"] for r in rows) == 1  # one restart was enough
+    # One restart resumes the run. A later attempt is tolerated only if it found the run already finished
+    # (seen once on a faster CI machine: torchrun restarted a group whose ranks had both returned 0; the
+    # rows and torchrun's output are in the message so such a run can be read).
+    later = [(r["resumed_from"], r["steps_run"], r.get("exit_code")) for r in rows if r["attempt"] > 1]
+    assert all(row == (MAX_STEPS, 0, 0) for row in later), (rows, proc.stdout[-6000:])
     final = out / "checkpoints" / f"step_{MAX_STEPS:07d}"
     assert ck.latest_checkpoint(out) == final
     assert mismatches(final, reference / "checkpoints" / f"step_{MAX_STEPS:07d}") == []
