@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ldmkit.data import fashion_collage
 from ldmkit.data.fashion_mnist import CLASS_NAMES, FashionMNIST, load_fashion_mnist_arrays
 from ldmkit.data.fashion_mnist import SIZE as FASHION_MNIST_SIZE
 from ldmkit.data.image_folder import (
@@ -165,6 +166,7 @@ DATASETS: dict[str, DatasetSpec] = {
                                  lambda cfg: center_padding(FASHION_MNIST_SIZE, cfg.pad_to)),
     "shapes": DatasetSpec(_shapes, _shapes_shape),
     "folder": DatasetSpec(_folder, _folder_shape),
+    "fashion-collage": DatasetSpec(fashion_collage.build_from_config, fashion_collage.shape_from_config),
 }
 
 
