@@ -1,0 +1,151 @@
+"""The models ``ldmkit serve`` offers: model id -> checkpoint folder, and what each model can do.
+
+A client only ever names a model id; the folders behind the ids come from :func:`model_sources`, the one
+place a name or path becomes a folder (it moves to the shipped-model registry, ``ldmkit models``, when that
+exists). Which tasks a model takes is decided by :func:`model_tasks`; an upscaler plugs in through
+:func:`upscaler`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TASKS = ("generate", "inpaint", "img2img", "upscale")
+_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def shipped_models() -> dict[str, Path]:
+    """The models that ship inside ldmkit, by name (today: the demo DDPM on Fashion-MNIST)."""
+    from ldmkit.commands.demo import DEMO_MODEL
+
+    return {DEMO_MODEL.name: DEMO_MODEL}
+
+
+def model_sources(specs: Sequence[str] = (), *, demo: bool = True) -> dict[str, Path]:
+    """Model id -> checkpoint folder for ``--model NAME_OR_DIR`` values, the shipped demo model first.
+
+    A spec that is an existing folder is served under its folder name (made unique with ``-2``, ``-3``, ...);
+    any other spec must name a shipped model.
+
+    Raises:
+        ldmkit.registry.ConfigError: a spec that is neither a folder nor a shipped model's name (the message
+            lists the names).
+    """
+    from ldmkit.registry import lookup
+
+    shipped = shipped_models()
+    out: dict[str, Path] = dict(shipped) if demo else {}
+    for spec in specs:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            base = _ID_CHARS.sub("_", path.resolve().name).strip("_") or "model"
+        else:
+            path, base = lookup(shipped, spec, "model name or checkpoint folder"), spec
+        if path in out.values():
+            continue
+        name, k = base, 2
+        while name in out:
+            name, k = f"{base}-{k}", k + 1
+        out[name] = path
+    return out
+
+
+def class_names(cfg: Any) -> list[str] | None:
+    """Names of a class-conditional model's classes (Fashion-MNIST's for a Fashion-MNIST model), else ``None``."""
+    k = cfg.unet.num_classes
+    if k is None:
+        return None
+    if cfg.data.name == "fashion-mnist" and k == 10:
+        from ldmkit.data import CLASS_NAMES
+
+        return list(CLASS_NAMES)
+    return [f"class {i}" for i in range(k)]
+
+
+def takes_prompts(cfg: Any) -> bool:
+    """Whether the model is conditioned on text (no text model exists yet: always ``False`` today)."""
+    return False
+
+
+def takes_layout(cfg: Any) -> bool:
+    """Whether the model is conditioned on layout boxes (none exists yet: always ``False`` today)."""
+    return False
+
+
+def upscaler(loaded: Any) -> Callable[..., Any] | None:
+    """The super-resolution function of a model, or ``None`` when it has no upscale task.
+
+    No super-resolution model exists yet. One (a U-Net with the low-resolution image as ``concat`` channels,
+    DESIGN.md principle 13) plugs in here by returning ``fn(loaded, image [1, C, h, w] in [-1, 1], *, steps,
+    seed, progress) -> [1, C, H, W]``; the endpoint, the job queue and the page already handle the rest.
+    """
+    return None
+
+
+def model_tasks(model_id: str, loaded: Any) -> dict[str, str | None]:
+    """Task -> ``None`` when the model takes it, else the reason it does not (shown to clients as is)."""
+    from ldmkit.editing import image_channels
+
+    channels = image_channels(loaded)
+    edit = None if channels in (1, 3) else (f"model {model_id} works on {channels}-channel images; editing "
+                                            "needs a 1- or 3-channel model")
+    up = None if upscaler(loaded) is not None else (
+        f"model {model_id} has no upscale task: it is not a super-resolution model (and ldmkit has no "
+        "super-resolution model yet)")
+    return {"generate": None, "inpaint": edit, "img2img": edit, "upscale": up}
+
+
+@dataclass
+class ServedModel:
+    """One model of the server: its id, the loaded model and what it offers."""
+
+    id: str
+    loaded: Any  # pipelines.LoadedModel
+    tasks: dict[str, str | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            self.tasks = model_tasks(self.id, self.loaded)
+
+    def info(self) -> dict[str, Any]:
+        """What ``GET /api/models`` tells about the model."""
+        from ldmkit.editing import image_channels, size_factor
+        from ldmkit.pipelines import image_shape
+
+        cfg, loaded = self.loaded.config, self.loaded
+        names = class_names(cfg)
+        c, h, w = image_shape(cfg)
+        kind = "class-conditional" if names is not None else "unconditional"
+        space = "latent" if cfg.first_stage else "pixel"
+        params = sum(p.numel() for p in loaded.denoiser.parameters())
+        return {
+            "id": self.id,
+            "task": f"{kind} image generation ({space} space, {cfg.data.name})",
+            "image_size": {"channels": c, "height": h, "width": w},
+            "size_factor": size_factor(loaded),
+            "image_channels": image_channels(loaded),
+            "conditioning": {"type": "class" if names is not None else "none", "classes": names,
+                             "prompts": takes_prompts(cfg), "layout": takes_layout(cfg)},
+            "endpoints": [t for t in TASKS if self.tasks.get(t) is None],
+            "unsupported": {t: why for t, why in self.tasks.items() if why is not None},
+            "defaults": {"sampler": cfg.sample.sampler, "steps": cfg.sample.steps or loaded.process.num_timesteps,
+                         "eta": cfg.sample.eta, "guidance_scale": cfg.sample.guidance_scale},
+            "figures": {"num_timesteps": loaded.process.num_timesteps, "trained_steps": loaded.step,
+                        "parameters": params, "schedule": cfg.diffusion.schedule,
+                        "prediction_type": cfg.diffusion.prediction_type},
+        }
+
+
+def load_models(models: Mapping[str, Any], device: Any = "cpu") -> dict[str, ServedModel]:
+    """Id -> :class:`ServedModel` from id -> checkpoint folder (loaded here) or an already loaded model."""
+    from ldmkit.commands._common import load_model
+
+    out = {}
+    for model_id, source in models.items():
+        loaded = load_model(source, device=device) if isinstance(source, (str, Path)) else source
+        out[model_id] = ServedModel(model_id, loaded)
+    return out
