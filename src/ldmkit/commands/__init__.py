@@ -15,7 +15,8 @@ from ldmkit.commands import inpaint as _inpaint
 from ldmkit.commands import nll as _nll
 from ldmkit.commands import sample as _sample
 from ldmkit.commands import schedule as _schedule
+from ldmkit.commands import serve as _serve
 from ldmkit.commands import train as _train
 from ldmkit.commands import train_ae as _train_ae
 
-COMMAND_MODULES = [_demo, _data, _train_ae, _ae_stats, _schedule, _train, _sample, _inpaint, _img2img, _nll, _info, _eval, _bench]
+COMMAND_MODULES = [_demo, _data, _train_ae, _ae_stats, _schedule, _train, _sample, _inpaint, _img2img, _nll, _info, _eval, _bench, _serve]
