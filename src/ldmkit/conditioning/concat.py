@@ -22,7 +22,8 @@ The concat channels are the task's input, not a prompt: :func:`~ldmkit.condition
 keeps them, so condition dropout and guidance act on class / text only.
 
 Spaces are duck-typed (``pad``, ``padding``, ``factor``, ``encode_params``): this module imports no stage
-besides ``types`` and ``registry``.
+besides ``types`` and ``registry`` (and ``data`` for the image channels in
+:func:`build_kind`).
 """
 
 from __future__ import annotations
@@ -300,18 +301,25 @@ def check_mask(mask, n: int, size: tuple[int, int], what: str = "mask") -> torch
 
 
 # ------------------------------------------------------------------------------------------- kinds
+def _space_device(space, fallback: torch.device) -> torch.device:
+    ae = getattr(space, "autoencoder", None)
+    return fallback if ae is None else next(ae.parameters()).device
+
+
 class SuperResolution:
     """The ``super_resolution`` ConcatKind: ``from_batch`` degrades the training images, ``from_request``
-    takes the user's low-res images; both return ``Cond(concat=...)`` (see :func:`lowres_concat`)."""
+    takes the user's low-res images; both return ``Cond(concat=...)`` (see :func:`lowres_concat`).
+
+    Args:
+        cfg: ``cond.sr``; image_channels: of the data's images; latent_channels: of ``x_t`` (``unet.in_channels``).
+    """
 
     name = "super_resolution"
+    accepts = ("images",)
 
-    def __init__(self, cfg: SuperResConfig, image_channels: int):
+    def __init__(self, cfg: SuperResConfig, image_channels: int, latent_channels: int):
         self.cfg, self.image_channels = cfg, int(image_channels)
-
-    def channels(self, latent_channels: int) -> int:
-        """``unet.concat_channels`` this kind needs (``latent_channels``: of the space ``x_t`` lives in)."""
-        return self.image_channels if self.cfg.embed == "resize" else int(latent_channels)
+        self.channels = self.image_channels if cfg.embed == "resize" else int(latent_channels)  # unet.concat_channels
 
     def output_size(self, low_size: tuple[int, int]) -> tuple[int, int]:
         """Size (data's own) of the images generated from low-res images of ``low_size``."""
@@ -322,15 +330,14 @@ class SuperResolution:
         low = degrade(_crop(space, batch.images), self.cfg, generator)
         return Cond(concat=lowres_concat(low, space, self.cfg))
 
-    def from_request(self, n: int, *, space, images=None, masks=None) -> Cond:
+    def from_request(self, n: int, *, space, images=None) -> Cond:
         """Sampling: ``images`` = ``n`` low-res images ``[n, C, h, w]`` in [-1, 1] (already degraded)."""
-        if masks is not None:
-            raise ConcatInputError("masks: a super-resolution model takes a low-res image, not a mask")
         if images is None:
             raise ConcatInputError("images: a super-resolution model needs the low-resolution image(s) to upscale")
         low = check_images(images, self.image_channels, "low-res images")
         if low.shape[0] != n:
             raise ConcatInputError(f"low-res images: got {low.shape[0]} for {n} samples")
+        low = low.to(_space_device(space, low.device))
         return Cond(concat=lowres_concat(low, space, self.cfg))
 
 
@@ -339,12 +346,11 @@ class Inpainting:
     training draws the masks with :func:`random_masks`, a request takes the user's image and mask."""
 
     name = "inpainting"
+    accepts = ("images", "masks")
 
-    def __init__(self, cfg: InpaintConfig, image_channels: int):
+    def __init__(self, cfg: InpaintConfig, image_channels: int, latent_channels: int):
         self.cfg, self.image_channels = cfg, int(image_channels)
-
-    def channels(self, latent_channels: int) -> int:
-        return int(latent_channels) + 1
+        self.channels = int(latent_channels) + 1  # unet.concat_channels
 
     def from_batch(self, batch: Batch, space, generator: torch.Generator | None = None) -> Cond:
         """Training: one random mask per example at the data's own size (seed drawn from ``generator``, or
@@ -363,12 +369,26 @@ class Inpainting:
         if images.shape[0] != n:
             raise ConcatInputError(f"images: got {images.shape[0]} for {n} samples")
         mask = check_mask(masks, n, tuple(images.shape[-2:]))
-        canvas = space.pad(images)
-        return Cond(concat=masked_image_concat(canvas, pad_mask(space, mask).to(canvas.device), space))
+        device = _space_device(space, images.device)
+        canvas = space.pad(images.to(device))
+        return Cond(concat=masked_image_concat(canvas, pad_mask(space, mask.to(device)), space))
+
+
+def build_kind(cfg, name: str):
+    """The ConcatKind ``name`` of a run config (``ldmkit.config.Config``): ``cond.sr`` / ``cond.inpaint``
+    options, the data's image channels and ``unet.in_channels`` (the channels of ``x_t``)."""
+    from ldmkit.data import image_shape
+
+    channels, latent = image_shape(cfg.data)[0], cfg.unet.in_channels
+    if name == "super_resolution":
+        return SuperResolution(getattr(cfg.cond, "sr", None) or SuperResConfig(), channels, latent)
+    if name == "inpainting":
+        return Inpainting(getattr(cfg.cond, "inpaint", None) or InpaintConfig(), channels, latent)
+    raise ConfigError(f"unknown cond.concat {name!r}; valid: 'none', 'super_resolution', 'inpainting'")
 
 
 __all__ = [
-    "ConcatInputError", "InpaintConfig", "Inpainting", "SuperResConfig", "SuperResolution", "check_images",
+    "ConcatInputError", "InpaintConfig", "Inpainting", "SuperResConfig", "SuperResolution", "build_kind", "check_images",
     "check_mask", "degrade", "latent_mask", "lowres_concat", "masked_image_concat", "pad_mask", "random_masks",
     "upsample",
 ]
