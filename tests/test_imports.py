@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "ldmkit"
 # test: every stage has a rule.
 BASE = {"ldmkit", "types", "registry", "schema"}
 CROSSING = {"autoencoders", "conditioning", "config", "data", "denoiser", "diffusion", "editing", "images", "latent",
-            "metrics", "networks", "pipelines", "samplers", "training", "weights"} | BASE
+            "metrics", "networks", "pipelines", "recipe", "samplers", "training", "weights"} | BASE
 ALLOWED: dict[str, set[str]] = {
     "ldmkit": {"types"},  # importing ldmkit stays light: it re-exports the types only
     "types": set(),
@@ -39,11 +39,12 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": BASE | {"weights", "data", "images"},
     "training": BASE | {"images", "weights"},  # the engine does not know what it trains; never config.py
     "config": BASE | {"data", "autoencoders", "diffusion", "networks", "conditioning", "samplers", "training.config"},
+    "recipe": BASE,  # train-ldm's recipe sections, budget arithmetic and state file (commands/train_ldm runs it)
     # only these cross stages
     "pipelines": CROSSING,
     "editing": CROSSING,  # upscale / inpaint / img2img: the pipelines' editing half
-    "commands": CROSSING | {"commands"},
-    "web": CROSSING,
+    "commands": CROSSING | {"commands", "web"},  # serve starts the web app
+    "web": CROSSING | {"commands._common", "commands.demo"},  # load_model, DEMO_MODEL (until a model registry)
     "cli": BASE | {"commands"},
 }
 
