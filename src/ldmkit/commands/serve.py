@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
+from pathlib import Path
 
 from ldmkit.commands._common import non_negative_int, positive_int
 
@@ -35,6 +37,40 @@ def add_parser(sub, formatter_class):
     p.set_defaults(func=run)
 
 
+def model_sources(specs: list[str], *, demo: bool = True) -> dict[str, Path]:
+    """Model id -> checkpoint folder for ``--model NAME_OR_DIR`` values, the shipped demo model first: the
+    one place a name becomes a folder (it moves to the shipped-model registry, ``ldmkit models``, later).
+
+    A spec that is an existing folder is served under its folder name (made unique with ``-2``, ``-3``, ...);
+    any other spec must name a shipped model.
+
+    Raises:
+        UsageError: a spec that is neither a folder nor a shipped model's name (the message lists the names).
+    """
+    from ldmkit.commands._common import UsageError
+    from ldmkit.commands.demo import DEMO_MODEL
+    from ldmkit.registry import ConfigError, lookup
+
+    shipped = {DEMO_MODEL.name: DEMO_MODEL}
+    out: dict[str, Path] = dict(shipped) if demo else {}
+    for spec in specs:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            base = re.sub(r"[^A-Za-z0-9._-]+", "_", path.resolve().name).strip("_")[:90] or "model"
+        else:
+            try:
+                path, base = lookup(shipped, spec, "model name or checkpoint folder"), spec
+            except ConfigError as e:
+                raise UsageError(f"--model: {e}") from None
+        if path.resolve() in {p.resolve() for p in out.values()}:
+            continue
+        name, k = base, 2
+        while name in out:
+            name, k = f"{base}-{k}", k + 1
+        out[name] = path
+    return out
+
+
 def is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
@@ -55,7 +91,7 @@ def allowed_hosts(host: str, extra: list[str]) -> list[str]:
 
 
 def run(args) -> int:
-    from ldmkit.commands._common import UsageError, device
+    from ldmkit.commands._common import UsageError, device, load_model
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
     if not is_loopback(args.host) and not token:
@@ -67,21 +103,18 @@ def run(args) -> int:
         import uvicorn
 
         from ldmkit.web.app import create_app
-        from ldmkit.web.models import model_sources
         from ldmkit.web.schemas import Limits
     except ImportError as e:
         raise UsageError(f"ldmkit serve needs the web extra: pip install 'ldmkit[web]' ({e})") from None
-    from ldmkit.registry import ConfigError
 
-    try:
-        sources = model_sources(args.model, demo=not args.no_demo)
-    except ConfigError as e:
-        raise UsageError(f"--model: {e}") from None
+    sources = model_sources(args.model, demo=not args.no_demo)
     if not sources:
         raise UsageError("--no-demo: no model left to serve; add --model NAME_OR_DIR")
     hosts = allowed_hosts(args.host, args.allow_host)
-    app = create_app(sources, token=token, limits=Limits(max_queue=args.max_queue, max_n=args.max_n),
-                     allowed_hosts=hosts, device=device(args.device))
+    where = device(args.device)
+    loaded = {name: load_model(path, device=where) for name, path in sources.items()}  # clear errors, exit 1/2
+    app = create_app(loaded, token=token, limits=Limits(max_queue=args.max_queue, max_n=args.max_n),
+                     allowed_hosts=hosts, device=where)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else shown
     url = f"http://{shown}:{args.port}/" + (f"#token={token}" if token else "")

@@ -1,57 +1,21 @@
 """The models ``ldmkit serve`` offers: model id -> checkpoint folder, and what each model can do.
 
-A client only ever names a model id; the folders behind the ids come from :func:`model_sources`, the one
-place a name or path becomes a folder (it moves to the shipped-model registry, ``ldmkit models``, when that
-exists). Which tasks a model takes is decided by :func:`model_tasks`; an upscaler plugs in through
+A client only ever names a model id; the folders behind the ids come from the server's owner
+(``ldmkit serve --model``: ``commands/serve.py: model_sources``, the one place a name or path becomes a
+folder). Which tasks a model takes is decided by :func:`model_tasks`; an upscaler plugs in through
 :func:`upscaler`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 TASKS = ("generate", "inpaint", "img2img", "upscale")
-_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def shipped_models() -> dict[str, Path]:
-    """The models that ship inside ldmkit, by name (today: the demo DDPM on Fashion-MNIST)."""
-    from ldmkit.commands.demo import DEMO_MODEL
-
-    return {DEMO_MODEL.name: DEMO_MODEL}
-
-
-def model_sources(specs: Sequence[str] = (), *, demo: bool = True) -> dict[str, Path]:
-    """Model id -> checkpoint folder for ``--model NAME_OR_DIR`` values, the shipped demo model first.
-
-    A spec that is an existing folder is served under its folder name (made unique with ``-2``, ``-3``, ...);
-    any other spec must name a shipped model.
-
-    Raises:
-        ldmkit.registry.ConfigError: a spec that is neither a folder nor a shipped model's name (the message
-            lists the names).
-    """
-    from ldmkit.registry import lookup
-
-    shipped = shipped_models()
-    out: dict[str, Path] = dict(shipped) if demo else {}
-    for spec in specs:
-        path = Path(spec).expanduser()
-        if path.is_dir():
-            base = _ID_CHARS.sub("_", path.resolve().name).strip("_") or "model"
-        else:
-            path, base = lookup(shipped, spec, "model name or checkpoint folder"), spec
-        if path in out.values():
-            continue
-        name, k = base, 2
-        while name in out:
-            name, k = f"{base}-{k}", k + 1
-        out[name] = path
-    return out
+_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 def class_names(cfg: Any) -> list[str] | None:
@@ -142,10 +106,12 @@ class ServedModel:
 
 def load_models(models: Mapping[str, Any], device: Any = "cpu") -> dict[str, ServedModel]:
     """Id -> :class:`ServedModel` from id -> checkpoint folder (loaded here) or an already loaded model."""
-    from ldmkit.commands._common import load_model
+    from ldmkit.pipelines import load_model
 
     out = {}
     for model_id, source in models.items():
+        if not isinstance(model_id, str) or not _ID.fullmatch(model_id):
+            raise ValueError(f"model id {model_id!r}: use 1-100 letters, digits, '.', '_' or '-'")
         loaded = load_model(source, device=device) if isinstance(source, (str, Path)) else source
         out[model_id] = ServedModel(model_id, loaded)
     return out
