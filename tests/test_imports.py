@@ -44,7 +44,7 @@ ALLOWED: dict[str, set[str]] = {
     "pipelines": CROSSING,
     "editing": CROSSING,  # upscale / inpaint / img2img: the pipelines' editing half
     "commands": CROSSING | {"commands", "web"},  # serve starts the web app
-    "web": CROSSING | {"commands._common", "commands.demo"},  # load_model, DEMO_MODEL (until a model registry)
+    "web": CROSSING,
     "cli": BASE | {"commands"},
 }
 
