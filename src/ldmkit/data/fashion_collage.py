@@ -26,7 +26,7 @@ from ldmkit.registry import lookup
 SIZE = 64  # canvas side
 MIN_ITEMS, MAX_ITEMS = 2, 4
 GAP = 2  # pixels between the tight boxes of two items (along x or along y)
-SCALE_RANGE = (18, 32)  # side (pixels) the 28x28 frame of an item is resized to
+SCALE_RANGE = (28, 44)  # side (pixels) the 28x28 frame of an item is resized to
 MIN_SCALE = 12  # placement shrinks items down to this side when they do not fit
 SPLITS = {"train": 0, "test": 1}
 #: the noun phrase of each Fashion-MNIST class in captions
