@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageDraw, PngImagePlugin
 
 
 def to_uint8(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -78,6 +78,39 @@ def make_grid(images: Any, nrow: int = 8, padding: int = 2, pad_value: int = 255
         y, x = padding + r * (h + padding), padding + q * (w + padding)
         grid[y:y + h, x:x + w] = batch[k]
     return grid
+
+
+#: outline colours of :func:`boxed_grid`, cycled over the boxes of one image
+BOX_COLORS = ((255, 0, 255), (0, 200, 255), (255, 160, 0), (0, 230, 90), (255, 60, 60), (160, 120, 255))
+
+
+def boxed_grid(images: Any, boxes: Any, labels: Any = None, nrow: int = 8, padding: int = 2, pad_value: int = 128,
+               scale: int = 1) -> Image.Image:
+    """:func:`make_grid` as an RGB PIL image, enlarged ``scale`` x (nearest), with each image's boxes outlined.
+
+    Args:
+        boxes: per image a sequence (or ``[K, 4]`` tensor) of ``(x0, y0, x1, y1)`` in [0, 1], x1/y1 exclusive.
+        labels: per image K strings written at the boxes' top-left corners (Pillow's default font), or None.
+    """
+    batch = _as_nhwc(images)
+    grid = make_grid(batch, nrow=nrow, padding=padding, pad_value=pad_value)
+    pil = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).convert("RGB")
+    if scale > 1:
+        pil = pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
+    draw = ImageDraw.Draw(pil)
+    _, h, w, _ = batch.shape
+    cols = min(nrow, len(batch))
+    for k, cell in enumerate(boxes):
+        r, q = divmod(k, cols)
+        oy, ox = padding + r * (h + padding), padding + q * (w + padding)
+        cell = cell.tolist() if hasattr(cell, "tolist") else list(cell)
+        for j, (x0, y0, x1, y1) in enumerate(cell):
+            color = BOX_COLORS[j % len(BOX_COLORS)]
+            left, top = (ox + x0 * w) * scale, (oy + y0 * h) * scale
+            draw.rectangle([left, top, (ox + x1 * w) * scale - 1, (oy + y1 * h) * scale - 1], outline=color)
+            if labels is not None:
+                draw.text((left + 2, top + 1), str(labels[k][j]), fill=color)
+    return pil
 
 
 def to_pil(image: Any) -> Image.Image:

@@ -6,10 +6,11 @@ import sys
 
 from ldmkit.commands._common import EXIT_USAGE, positive_int
 
-SOURCES = ("fashion-mnist", "shapes")
+SOURCES = ("fashion-mnist", "shapes", "fashion-collage")
 EXAMPLES = """examples:
   ldmkit data info fashion-mnist
   ldmkit data info shapes --grid shapes.png --n 16 --scale 4
+  ldmkit data info fashion-collage --grid collage.png --n 16 --scale 4   (boxes and labels drawn)
   ldmkit data info path/to/images --size 64 --grid preview.png   (opens every image: a data checker)
 """
 
@@ -22,9 +23,9 @@ def add_parser(sub, formatter_class):
     info = actions.add_parser(
         "info", help="count, size, channels, labels and captions of a dataset; optional preview grid",
         formatter_class=formatter_class, epilog=EXAMPLES,
-        description="Print what a dataset holds. SOURCE is 'fashion-mnist', 'shapes' or an image folder. On a "
+        description="Print what a dataset holds. SOURCE is 'fashion-mnist', 'shapes', 'fashion-collage' or an image folder. On a "
                     "folder every image is opened, and any bad file makes the command exit with status 1.")
-    info.add_argument("source", metavar="SOURCE", help="fashion-mnist, shapes, or a directory of images")
+    info.add_argument("source", metavar="SOURCE", help="fashion-mnist, shapes, fashion-collage, or a directory of images")
     info.add_argument("--split", default=None,
                       help="split to show (default: train and test for fashion-mnist, train for shapes)")
     info.add_argument("--root", default=None, help="Fashion-MNIST directory (default: $LDMKIT_FMNIST_DIR or "
@@ -35,7 +36,8 @@ def add_parser(sub, formatter_class):
     info.add_argument("--scale", type=positive_int, default=1,
                       help="enlarge the grid by this factor (nearest neighbour)")
     info.add_argument("--captions", type=int, default=5, help="captions to print")
-    info.add_argument("--boxes", action="store_true", help="shapes: outline each object's box on the grid")
+    info.add_argument("--boxes", action="store_true", help="shapes: outline each object's box on the grid "
+                                                           "(fashion-collage: always); labels at --scale >= 4")
     info.add_argument("--size", type=positive_int, default=None,
                       help="resize + center-crop folder images (and shapes) to this size; folder grids default to 64")
     info.add_argument("--channels", type=int, default=3, choices=(1, 3), help="channels for folder images")
@@ -55,6 +57,8 @@ def run_info(args) -> int:
         return _info_fashion_mnist(args)
     if args.source == "shapes":
         return _info_shapes(args)
+    if args.source == "fashion-collage":
+        return _info_collage(args)
     return _info_folder(args)
 
 
@@ -106,11 +110,41 @@ def _info_shapes(args) -> int:
     if args.grid:
         n = min(args.n, len(ds))
         batch = collate([ds[i] for i in range(n)])
+        names = [[f"{COLOR_NAMES[c]} {SHAPE_NAMES[k]}" for k, c in zip(kinds.tolist(), colors.tolist(), strict=True)]
+                 for kinds, colors in zip(batch.box_labels, batch.extra["box_colors"], strict=True)]
         _write_grid(args, batch.images, {"source": "shapes", "seed": args.seed, "split": split,
-                                         "captions": batch.captions}, boxes=batch.boxes if args.boxes else None)
+                                         "captions": batch.captions}, boxes=batch.boxes if args.boxes else None,
+                    box_names=names)
         print("grid captions (row, column):")
         for i, caption in enumerate(batch.captions):
             print(f"  ({i // args.nrow}, {i % args.nrow}) {caption}")
+    return 0
+
+
+def _info_collage(args) -> int:
+    from ldmkit.data import CLASS_NAMES, collate
+    from ldmkit.data.fashion_collage import SIZE, FashionCollage
+    from ldmkit.data.fashion_mnist import resolve_dir
+
+    split = args.split or "train"
+    ds = FashionCollage(args.length, seed=args.seed, split=split, root=args.root)
+    print(f"source:   fashion-collage (2-4 Fashion-MNIST {split} items from {resolve_dir(args.root)}, seed "
+          f"{args.seed}; items exist for every index >= 0)")
+    print(f"count:    {len(ds)} (set with --length)")
+    print(f"image:    {SIZE}x{SIZE}x1, float in [-1, 1]")
+    print("labels:   no; captions: yes; boxes: yes (x0, y0, x1, y1 in [0, 1], each item's tight box) with "
+          "Fashion-MNIST class labels:")
+    _print_classes(CLASS_NAMES)
+    print("captions (first ones):")
+    for i in range(min(args.captions, len(ds))):
+        print(f"  [{i}] {ds.collage(i).caption}")
+    if args.grid:
+        n = min(args.n, len(ds))
+        batch = collate([ds[i] for i in range(n)])
+        names = [[CLASS_NAMES[k] for k in labels.tolist()] for labels in batch.box_labels]
+        _write_grid(args, batch.images, {"source": "fashion-collage", "seed": args.seed, "split": split,
+                                         "captions": batch.captions, "boxes": [b.tolist() for b in batch.boxes],
+                                         "box_labels": names}, boxes=batch.boxes, box_names=names)
     return 0
 
 
@@ -161,26 +195,21 @@ def _info_folder(args) -> int:
     return 0
 
 
-def _write_grid(args, images, metadata: dict, boxes=None) -> None:
-    from PIL import Image, ImageDraw
+def _write_grid(args, images, metadata: dict, boxes=None, box_names=None) -> None:
+    from PIL import Image
 
-    from ldmkit.images import make_grid, save_png
+    from ldmkit.images import boxed_grid, make_grid, save_png
 
     padding = 2
-    grid = make_grid(images, nrow=args.nrow, padding=padding, pad_value=128)
     scale = max(1, args.scale)
-    h, w = grid.shape[:2]
-    pil = Image.fromarray(grid if grid.shape[-1] != 1 else grid[..., 0])
-    if scale > 1:
-        pil = pil.resize((w * scale, h * scale), Image.Resampling.NEAREST)
-    if boxes is not None:  # outline boxes (x0, y0, x1, y1 in [0, 1]) in each cell, in grid pixels
-        size = images.shape[-1]
-        draw = ImageDraw.Draw(pil)
-        for k, cell_boxes in enumerate(boxes):
-            r, c = divmod(k, min(args.nrow, len(boxes)))
-            oy, ox = padding + r * (size + padding), padding + c * (size + padding)
-            for x0, y0, x1, y1 in (cell_boxes * size).tolist():
-                draw.rectangle([(ox + x0) * scale, (oy + y0) * scale, (ox + x1) * scale - 1, (oy + y1) * scale - 1],
-                               outline=(255, 0, 255) if pil.mode == "RGB" else 255)
+    if boxes is not None:  # outline boxes (x0, y0, x1, y1 in [0, 1]); names readable from --scale 4 on
+        pil = boxed_grid(images, boxes, box_names if scale >= 4 else None, nrow=args.nrow, padding=padding,
+                         pad_value=128, scale=scale)
+    else:
+        grid = make_grid(images, nrow=args.nrow, padding=padding, pad_value=128)
+        h, w = grid.shape[:2]
+        pil = Image.fromarray(grid if grid.shape[-1] != 1 else grid[..., 0])
+        if scale > 1:
+            pil = pil.resize((w * scale, h * scale), Image.Resampling.NEAREST)
     path = save_png(args.grid, pil, metadata)
     print(f"grid:     {path} ({len(images)} images, {args.nrow} per row)")

@@ -127,7 +127,8 @@ def describe(items: Sequence[Item], rng: np.random.Generator) -> str:
     caption = f"{PHRASES[a.label]} {_pick(a, b, rng)} {PHRASES[b.label]}"
     for k in order[2:]:
         ref = items[order[int(rng.integers(2))]]
-        the_ref = "the " + PHRASES[ref.label].split(" ", 1)[1]
+        noun = PHRASES[ref.label].split(" ", 1)[1]
+        the_ref = ("the other " if ref.label == items[k].label else "the ") + noun
         caption += f", and {PHRASES[items[k].label]} {_pick(items[k], ref, rng)} {the_ref}"
     return caption
 
