@@ -107,6 +107,11 @@ class JobManager:
         with self._lock:
             return self._jobs.get(job_id)
 
+    def all(self) -> list[Job]:
+        """The jobs kept (waiting, running and the last finished ones), oldest first."""
+        with self._lock:
+            return list(self._jobs.values())
+
     def cancel(self, job_id: str) -> Job | None:
         """Ask a job to stop: a waiting one is dropped at once, a running one stops at its next step."""
         with self._lock:
