@@ -16,6 +16,7 @@ from ldmkit.conditioning.concat import (
     Inpainting,
     SuperResConfig,
     SuperResolution,
+    build_kind,
     check_mask,
     degrade,
     lowres_concat,
@@ -254,3 +255,22 @@ def test_concat_changes_the_output_of_a_tiny_model():
     assert a.shape == (2, 1, 8, 8) and (a - b).abs().max() > 1e-4
     with pytest.raises(ValueError, match="concat"):
         model(x_t, t, None)
+
+
+def test_build_kind_channels_from_config_and_hints():
+    from types import SimpleNamespace as NS
+
+    def cfg(first_stage, in_channels, concat_channels, **cond):
+        return NS(first_stage=first_stage, unet=NS(in_channels=in_channels, concat_channels=concat_channels),
+                  cond=NS(concat="x", **cond))
+
+    assert build_kind(cfg(None, 3, 3), "super_resolution").channels == 3  # pixel space: image = x_t channels
+    assert build_kind(cfg(None, 1, 2), "inpainting").channels == 2
+    assert build_kind(cfg("ae", 4, 5), "inpainting").channels == 5  # latent channels + 1
+    assert build_kind(cfg("ae", 4, 9), "super_resolution", {"image_channels": 1}).channels == 1
+    encode = build_kind(cfg("ae", 4, 4, sr=SuperResConfig(embed="encode", factor=2)), "super_resolution")
+    assert encode.channels == 4 and encode.cfg.factor == 2
+    masks = build_kind(cfg("ae", 4, 5, inpaint=InpaintConfig(box_prob=1.0)), "inpainting")
+    assert masks.cfg.box_prob == 1.0 and masks.image_channels is None
+    with pytest.raises(ConfigError, match="valid: 'none', 'super_resolution', 'inpainting'"):
+        build_kind(cfg(None, 1, 1), "colorize")

@@ -22,8 +22,7 @@ The concat channels are the task's input, not a prompt: :func:`~ldmkit.condition
 keeps them, so condition dropout and guidance act on class / text only.
 
 Spaces are duck-typed (``pad``, ``padding``, ``factor``, ``encode_params``): this module imports no stage
-besides ``types`` and ``registry`` (and ``data`` for the image channels in
-:func:`build_kind`).
+besides ``types`` and ``registry``.
 """
 
 from __future__ import annotations
@@ -263,13 +262,14 @@ def random_masks(n: int, size: tuple[int, int], cfg: InpaintConfig, seed: int) -
 
 
 # ------------------------------------------------------------------------------------------- input checks
-def check_images(images, channels: int, what: str = "images") -> torch.Tensor:
-    """``[N, C, H, W]`` (or ``[C, H, W]``) finite floats in [-1, 1] with ``channels`` channels."""
+def check_images(images, channels: int | None, what: str = "images") -> torch.Tensor:
+    """``[N, C, H, W]`` (or ``[C, H, W]``) finite floats in [-1, 1] with ``channels`` channels (None: any)."""
     images = torch.as_tensor(images)
     if images.dim() == 3:
         images = images[None]
-    if images.dim() != 4 or images.shape[1] != channels:
-        raise ConcatInputError(f"{what}: expected [N, {channels}, H, W] (this model's {channels} image channels), "
+    if images.dim() != 4 or (channels is not None and images.shape[1] != channels):
+        which = "C" if channels is None else channels
+        raise ConcatInputError(f"{what}: expected [N, {which}, H, W] (this model's {which} image channels), "
                                f"got {tuple(images.shape)}")
     images = images.float()
     if not bool(torch.isfinite(images).all()) or float(images.abs().max()) > 1.0 + 1e-6:
@@ -317,8 +317,10 @@ class SuperResolution:
     name = "super_resolution"
     accepts = ("images",)
 
-    def __init__(self, cfg: SuperResConfig, image_channels: int, latent_channels: int):
-        self.cfg, self.image_channels = cfg, int(image_channels)
+    def __init__(self, cfg: SuperResConfig, image_channels: int | None, latent_channels: int):
+        self.cfg, self.image_channels = cfg, None if image_channels is None else int(image_channels)
+        if cfg.embed == "resize" and self.image_channels is None:
+            raise ConfigError("cond.sr.embed='resize': the data's image channels are needed (hints)")
         self.channels = self.image_channels if cfg.embed == "resize" else int(latent_channels)  # unet.concat_channels
 
     def output_size(self, low_size: tuple[int, int]) -> tuple[int, int]:
@@ -348,8 +350,8 @@ class Inpainting:
     name = "inpainting"
     accepts = ("images", "masks")
 
-    def __init__(self, cfg: InpaintConfig, image_channels: int, latent_channels: int):
-        self.cfg, self.image_channels = cfg, int(image_channels)
+    def __init__(self, cfg: InpaintConfig, image_channels: int | None, latent_channels: int):
+        self.cfg, self.image_channels = cfg, None if image_channels is None else int(image_channels)
         self.channels = int(latent_channels) + 1  # unet.concat_channels
 
     def from_batch(self, batch: Batch, space, generator: torch.Generator | None = None) -> Cond:
@@ -374,14 +376,25 @@ class Inpainting:
         return Cond(concat=masked_image_concat(canvas, pad_mask(space, mask.to(device)), space))
 
 
-def build_kind(cfg, name: str):
+def build_kind(cfg, name: str, hints: dict | None = None):
     """The ConcatKind ``name`` of a run config (``ldmkit.config.Config``): ``cond.sr`` / ``cond.inpaint``
-    options, the data's image channels and ``unet.in_channels`` (the channels of ``x_t``)."""
-    from ldmkit.data import image_shape
+    options and the channels of ``x_t`` (``unet.in_channels``).
 
-    channels, latent = image_shape(cfg.data)[0], cfg.unet.in_channels
+    The data's image channels come from ``hints["image_channels"]`` (``conditioning/`` does not import
+    ``data/``; the builder's caller knows them). Without the hint: ``unet.in_channels`` in pixel space; in a
+    latent space ``unet.concat_channels`` for super-resolution with ``embed: resize`` (so a wrong value shows
+    up as the U-Net's concat-shape error on the first batch) and unchecked for inpainting (``editing``
+    checks a request's channels against the data before it gets here).
+    """
+    latent = int(cfg.unet.in_channels)
+    channels = (hints or {}).get("image_channels")
+    if channels is None and cfg.first_stage is None:
+        channels = latent
     if name == "super_resolution":
-        return SuperResolution(getattr(cfg.cond, "sr", None) or SuperResConfig(), channels, latent)
+        sr = getattr(cfg.cond, "sr", None) or SuperResConfig()
+        if channels is None:
+            channels = cfg.unet.concat_channels if sr.embed == "resize" else None
+        return SuperResolution(sr, channels, latent)
     if name == "inpainting":
         return Inpainting(getattr(cfg.cond, "inpaint", None) or InpaintConfig(), channels, latent)
     raise ConfigError(f"unknown cond.concat {name!r}; valid: 'none', 'super_resolution', 'inpainting'")
