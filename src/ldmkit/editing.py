@@ -7,8 +7,10 @@ A sibling of :mod:`ldmkit.pipelines` that crosses stages the same way (space, pr
     mask = load_mask("m.png", image.shape[-2:])            # [1, 1, H, W] bool, True = fill
     out = inpaint(loaded, image, mask, steps=50, resample=2, seed=0)   # RePaint (samplers/repaint.py)
     out, run = img2img(loaded, image, strength=0.6, steps=50, seed=0)  # SDEdit on a truncated grid
+    big = upscale(sr_model, low_res, steps=50, seed=0)     # trained super-resolution (cond.concat)
+    out = inpaint_concat(inpaint_model, image, mask, steps=50, seed=0)  # trained inpainting model
 
-Both wrap the samplers; neither copies a sampling loop (DESIGN.md, principle 4). Sizes: any ``H x W``
+All wrap the samplers or ``pipelines.generate``; none copies a sampling loop (DESIGN.md, principle 4). Sizes: any ``H x W``
 divisible by :func:`size_factor` (U-Net downsamplings x first-stage factor) works for a convolutional
 model; :func:`shape_at` gives the ``x_t`` shape of such a size for ``pipelines.generate``.
 
@@ -24,10 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ldmkit.conditioning.concat import latent_mask, pad_mask
 from ldmkit.denoiser import ClassifierFreeGuidance
-from ldmkit.pipelines import image_shape, sampler_options
+from ldmkit.pipelines import generate, image_shape, sampler_options
 from ldmkit.registry import lookup
 from ldmkit.samplers import (
     SAMPLERS,
@@ -85,16 +87,6 @@ def shape_at(loaded, height: int, width: int, what: str = "size") -> tuple[int, 
     the data's padding is added for the model and removed by ``space.decode``)."""
     check_size(loaded, height, width, what)
     return tuple(loaded.space.latent_shape((image_channels(loaded), *canvas_size(loaded, height, width))))
-
-
-def pad_mask(space, mask: torch.Tensor) -> torch.Tensor:
-    """A bool mask at the data's size -> the padded canvas, the padding kept (never filled).
-
-    Uses only ``space.pad`` (whatever its fill value v): inside, ``pad(m)`` and ``pad(m + 2)`` hold the mask
-    and the mask + 2; on the padding both hold v, which cannot be 1 and 3 at once.
-    """
-    m = mask.float()
-    return (space.pad(m) == 1) & (space.pad(m + 2) == 3)
 
 
 def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
@@ -210,6 +202,26 @@ def _check_steps(steps: int, loaded) -> None:
         raise EditInputError(f"steps={steps}: must be an integer in [1, {T}] (the model's T)")
 
 
+def _check_fill_mask(mask, image: torch.Tensor) -> torch.Tensor:
+    """``[1 or N, 1, H, W]`` bool (or 0/1) like ``image`` and not empty -> bool."""
+    mask = torch.as_tensor(mask)
+    if mask.dim() == 3:
+        mask = mask[None]
+    if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != image.shape[-2:] \
+            or mask.shape[0] not in (1, image.shape[0]):
+        raise EditInputError(f"mask: expected [1 or N, 1, {image.shape[-2]}, {image.shape[-1]}] like the image, "
+                             f"got {tuple(mask.shape)}")
+    if mask.dtype != torch.bool:
+        found = torch.unique(mask.float())
+        if bool(((found != 0) & (found != 1)).any()):
+            raise EditInputError(f"mask: not binary: found values {[round(float(v), 4) for v in found[:10]]}; a "
+                                 "mask holds only 0 (keep) and 1 (fill), or True/False")
+        mask = mask > 0.5
+    if not bool(mask.any()):
+        raise EditInputError("mask: empty: no pixel to fill")
+    return mask
+
+
 def _cond(labels: torch.Tensor | None, n: int, loaded, device) -> Cond | None:
     k = loaded.config.unet.num_classes
     if labels is None:
@@ -230,14 +242,6 @@ def _model(loaded, guidance_scale: float):
 
 def _device(loaded) -> torch.device:
     return next(loaded.denoiser.parameters()).device
-
-
-def latent_mask(mask: torch.Tensor, factor: int) -> torch.Tensor:
-    """``[N, 1, H, W]`` pixel mask -> ``[N, 1, H/f, W/f]``: a latent is filled when any pixel it covers is
-    (max-pooling), so every kept latent sees only known pixels."""
-    if factor == 1:
-        return mask
-    return F.max_pool2d(mask.float(), factor) > 0.5
 
 
 # ------------------------------------------------------------------------------------------- RePaint
@@ -264,17 +268,11 @@ def inpaint(loaded, image: torch.Tensor, mask: torch.Tensor, *, steps: int, resa
     Returns:
         ``[N, C, H, W]`` in [-1, 1].
     """
+    if concat_task(loaded) != "none":
+        raise EditInputError(f"RePaint: this model is a trained {concat_task(loaded)} model (cond.concat); "
+                             "use inpaint_concat for an inpainting model, upscale for super-resolution")
     image = _check_images(loaded, image, "image")
-    mask = torch.as_tensor(mask)
-    if mask.dim() == 3:
-        mask = mask[None]
-    if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[-2:] != image.shape[-2:] \
-            or mask.shape[0] not in (1, image.shape[0]):
-        raise EditInputError(f"mask: expected [1 or N, 1, {image.shape[-2]}, {image.shape[-1]}] like the image, "
-                             f"got {tuple(mask.shape)}")
-    mask = mask > 0.5 if mask.dtype != torch.bool else mask
-    if not bool(mask.any()):
-        raise EditInputError("mask: empty: no pixel to fill")
+    mask = _check_fill_mask(mask, image)
     _check_steps(steps, loaded)
     if resample < 1:
         raise EditInputError(f"resample={resample}: must be >= 1")
@@ -301,6 +299,111 @@ def inpaint_evaluations(steps: int, resample: int = 1, jump_length: int | None =
     """Denoiser evaluations of one :func:`inpaint` run (RePaint's schedule: the jumps add ``(R - 1) j`` each)."""
     j = max(1, min(10, steps - 1)) if jump_length is None else jump_length
     return sum(1 for move in repaint_schedule(steps, j, resample) if move < 0)
+
+
+# ------------------------------------------------------------------------------------------- trained concat models
+def concat_task(loaded) -> str:
+    """What a model was trained for by concat conditioning (``cond.concat``): ``"none"``,
+    ``"super_resolution"`` or ``"inpainting"``."""
+    cond = getattr(loaded.config, "cond", None)
+    return getattr(cond, "concat", "none") or "none"
+
+
+def concat_part(loaded, task: str, use: str):
+    """The model's ConcatKind (``conditioning/concat.py``) when it was trained for ``task``, else an
+    :class:`EditInputError` naming its task and what ``use`` needs."""
+    have = concat_task(loaded)
+    if have != task:
+        what = "an unconditional or class-conditional model" if have == "none" else f"a {have} model"
+        raise EditInputError(f"{loaded.path}: this is {what} (cond.concat={have!r}); {use} needs a model trained "
+                             f"with cond.concat={task!r}")
+    return loaded.conditioner.parts["concat"]
+
+
+def _concat_settings(loaded, steps: int | None, sampler: str | None, eta: float | None) -> dict:
+    cfg = loaded.config
+    steps = steps if steps is not None else (cfg.sample.steps or loaded.process.num_timesteps)
+    _check_steps(steps, loaded)
+    sampler = sampler or cfg.sample.sampler
+    lookup(SAMPLERS, sampler, "sampler")
+    return {"steps": steps, "sampler": sampler, "eta": cfg.sample.eta if eta is None else eta,
+            "variance_type": cfg.diffusion.variance_type}
+
+
+def _request(loaded, n: int, **request) -> Cond | None:
+    try:
+        return loaded.conditioner.from_request(n, space=loaded.space, device=_device(loaded), **request)
+    except ValueError as e:  # ConcatInputError and the conditioner's checks: the same usage error here
+        raise EditInputError(str(e)) from None
+
+
+def upscaled_size(loaded, low_size: tuple[int, int]) -> tuple[int, int]:
+    """``(H, W)`` that :func:`upscale` makes of low-res images of ``low_size``: ``cond.sr.factor`` x larger,
+    checked by :func:`check_size` (an :class:`EditInputError` naming both sizes when it does not fit)."""
+    kind = concat_part(loaded, "super_resolution", "upscale")
+    h, w = kind.output_size(tuple(low_size))
+    check_size(loaded, h, w, what=f"low-res size {low_size[0]}x{low_size[1]} x{kind.cfg.factor} = output size")
+    return h, w
+
+
+@torch.no_grad()
+def upscale(loaded, low_res: torch.Tensor, *, steps: int | None = None, seed: int = 0, sampler: str | None = None,
+            eta: float | None = None, batch_size: int = 64,
+            progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Super-resolution with a model trained on concatenated low-res images (Rombach et al. 2022, Sec. 4.4).
+
+    The low-res images (already degraded: given as they are, no noise added) are embedded by the model's
+    ``super_resolution`` ConcatKind (bicubic x factor, padding, resize or encode to the ``x_t`` grid;
+    ``conditioning/concat.py``) and ``pipelines.generate`` samples ``factor`` x larger images with them.
+
+    Args:
+        loaded: a ``pipelines.LoadedModel`` with ``cond.concat: super_resolution``.
+        low_res: ``[N, C, h, w]`` (or ``[C, h, w]``) in [-1, 1]; ``factor x (h, w)`` must fit the model
+            (:func:`check_size`), e.g. 7x7 -> 28x28 for the Fashion-MNIST preset.
+        steps, sampler, eta: default the checkpoint config's ``sample`` section; seed: image ``i`` uses ``seed + i``.
+        progress: called with the number of images finished after each batch.
+
+    Returns:
+        ``[N, C, factor h, factor w]`` in [-1, 1].
+    """
+    low = torch.as_tensor(low_res)
+    low = low[None] if low.dim() == 3 else low
+    c = image_channels(loaded)
+    if low.dim() != 4 or low.shape[1] != c:
+        raise EditInputError(f"low-res images: expected [N, {c}, h, w] (this model's {c} channels), got "
+                             f"{tuple(low.shape)}")
+    shape = shape_at(loaded, *upscaled_size(loaded, tuple(low.shape[-2:])))
+    settings = _concat_settings(loaded, steps, sampler, eta)
+    cond = _request(loaded, low.shape[0], images=low.float())
+    return generate(loaded.denoiser, loaded.process, loaded.space, shape, n=low.shape[0], seed=seed, cond=cond,
+                    batch_size=batch_size, progress=progress, **settings)
+
+
+@torch.no_grad()
+def inpaint_concat(loaded, image: torch.Tensor, mask: torch.Tensor, *, steps: int | None = None, seed: int = 0,
+                   sampler: str | None = None, eta: float | None = None, batch_size: int = 64,
+                   progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Inpainting with a model trained on ``[encoded masked image, mask]`` concat channels (Rombach et al.
+    2022, Sec. 4.5): one plain sampling run (no RePaint resampling), the condition built by the model's
+    ``inpainting`` ConcatKind; afterwards the known pixels are pasted back, so the known region of the output
+    equals the input exactly.
+
+    Args:
+        image: ``[N, C, H, W]`` in [-1, 1] at the data's own size; mask: ``[1 or N, 1, H, W]`` bool (or 0/1),
+            True = fill. steps, sampler, eta: default the checkpoint's ``sample`` section; seed: ``seed + i``.
+
+    Returns:
+        ``[N, C, H, W]`` in [-1, 1].
+    """
+    concat_part(loaded, "inpainting", "inpaint_concat")
+    image = _check_images(loaded, image, "image")
+    mask = _check_fill_mask(mask, image).expand(image.shape[0], -1, -1, -1)
+    shape = shape_at(loaded, image.shape[-2], image.shape[-1], what="image: size")
+    settings = _concat_settings(loaded, steps, sampler, eta)
+    cond = _request(loaded, image.shape[0], images=image, masks=mask)
+    out = generate(loaded.denoiser, loaded.process, loaded.space, shape, n=image.shape[0], seed=seed, cond=cond,
+                   batch_size=batch_size, progress=progress, **settings)
+    return torch.where(mask.expand_as(image), out, image)
 
 
 # ------------------------------------------------------------------------------------------- SDEdit
@@ -380,9 +483,12 @@ __all__ = [
     "box_mask",
     "canvas_size",
     "check_size",
+    "concat_part",
+    "concat_task",
     "image_channels",
     "img2img",
     "inpaint",
+    "inpaint_concat",
     "inpaint_evaluations",
     "latent_mask",
     "load_image_tensor",
@@ -395,4 +501,6 @@ __all__ = [
     "size_factor",
     "steps_run",
     "to_tensor",
+    "upscale",
+    "upscaled_size",
 ]

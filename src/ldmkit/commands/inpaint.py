@@ -1,4 +1,5 @@
-"""``ldmkit inpaint CKPT_DIR IMAGE [MASK]``: fill the white part of a mask (or a --box) with RePaint."""
+"""``ldmkit inpaint CKPT_DIR IMAGE [MASK]``: fill the white part of a mask (or a --box): with a trained
+inpainting model (``cond.concat: inpainting``) in one sampling run, with any other model by RePaint."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from ldmkit.commands._common import positive_int
 
 def add_parser(sub, formatter_class):
     p = sub.add_parser(
-        "inpaint", help="fill a masked region of an image with any trained model (RePaint)",
+        "inpaint", help="fill a masked region of an image (trained inpainting model, or RePaint with any model)",
         formatter_class=formatter_class,
-        description="RePaint (Lugmayr et al. 2022) with any unconditional or class-conditional checkpoint: the "
+        description="A checkpoint trained for inpainting (cond.concat: inpainting, Rombach et al. 2022) fills "
+                    "the mask in one run of its sampler (--steps; the RePaint options do not apply). Any "
+                    "other unconditional or class-conditional checkpoint uses RePaint (Lugmayr et al. 2022): the "
                     "known region is re-noised from the input at every step, and --resample R > 1 jumps back "
                     "--jump-length steps R - 1 times to harmonise the fill. The known region of the output "
                     "equals the input exactly. The image keeps its size, which must be a multiple of the "
@@ -64,6 +67,8 @@ def run(args) -> int:
         mask = editing.box_mask(editing.parse_box(args.box, size), size)
     else:
         mask = editing.load_mask(args.mask, size, args.threshold)
+    if editing.concat_task(loaded) == "inpainting":
+        return run_concat(args, loaded, image, mask)
     steps = args.steps or cfg.sample.steps or loaded.process.num_timesteps
     if steps > loaded.process.num_timesteps:
         raise UsageError(f"--steps={steps}: must be in [1, {loaded.process.num_timesteps}] (the model's T)")
@@ -80,8 +85,7 @@ def run(args) -> int:
         out = editing.inpaint(loaded, image, mask, steps=steps, resample=args.resample, seed=args.seed,
                               jump_length=jump, labels=labels, guidance_scale=scale, progress=bar.update)
     seconds = time.perf_counter() - start
-    where = f"--box {args.box}" if args.box is not None else shlex.quote(str(args.mask)) + (
-        "" if args.threshold is None else f" --threshold {args.threshold}")
+    where = _where(args)
     cmd = (f"ldmkit inpaint {shlex.quote(str(loaded.path))} {shlex.quote(str(args.image))} {where} "
            f"--steps {steps} --resample {args.resample} --seed {args.seed}"
            + ("" if jump is None else f" --jump-length {jump}")
@@ -96,4 +100,45 @@ def run(args) -> int:
     filled = int(mask.sum())
     print(f"inpainted {filled} of {mask.numel()} pixels of {args.image} ({size[0]}x{size[1]}) with {loaded.path} "
           f"(RePaint, {steps} steps, R={args.resample}: {total} denoiser evaluations, {seconds:.1f} s) -> {args.out}")
+    return 0
+
+
+def _where(args) -> str:
+    return f"--box {args.box}" if args.box is not None else shlex.quote(str(args.mask)) + (
+        "" if args.threshold is None else f" --threshold {args.threshold}")
+
+
+def run_concat(args, loaded, image, mask) -> int:
+    """The trained-inpainting-model path: :func:`ldmkit.editing.inpaint_concat` (one sampling run)."""
+    import time
+
+    from ldmkit import __version__, editing
+    from ldmkit.commands._common import UsageError
+    from ldmkit.images import save_png, to_uint8
+
+    refused = [o for o, given in (("--resample", args.resample != 1), ("--jump-length", args.jump_length is not None),
+                                  ("--labels", args.labels is not None),
+                                  ("--guidance-scale", args.guidance_scale is not None)) if given]
+    if refused:
+        raise UsageError(f"{', '.join(refused)}: {loaded.path} is a trained inpainting model (cond.concat: "
+                         "inpainting), which fills the mask in one sampling run; these options are for RePaint")
+    cfg = loaded.config
+    steps = args.steps or cfg.sample.steps or loaded.process.num_timesteps
+    if steps > loaded.process.num_timesteps:
+        raise UsageError(f"--steps={steps}: must be in [1, {loaded.process.num_timesteps}] (the model's T)")
+    start = time.perf_counter()
+    out = editing.inpaint_concat(loaded, image, mask, steps=steps, seed=args.seed)
+    seconds = time.perf_counter() - start
+    cmd = (f"ldmkit inpaint {shlex.quote(str(loaded.path))} {shlex.quote(str(args.image))} {_where(args)} "
+           f"--steps {steps} --seed {args.seed}" + (" --no-ema" if args.no_ema else ""))
+    meta = {"ldmkit_version": __version__, "method": "concat", "checkpoint": str(loaded.path),
+            "step": loaded.step, "weights": "model" if args.no_ema else "ema", "image": str(args.image),
+            "mask": None if args.mask is None else str(args.mask), "box": args.box, "threshold": args.threshold,
+            "sampler": cfg.sample.sampler, "steps": steps, "eta": cfg.sample.eta, "seed": args.seed,
+            "denoiser_evaluations": steps, "reproduce": cmd}
+    save_png(Path(args.out), to_uint8(out[0]), meta)
+    size = tuple(image.shape[-2:])
+    print(f"inpainted {int(mask.sum())} of {mask.numel()} pixels of {args.image} ({size[0]}x{size[1]}) with "
+          f"{loaded.path} (trained inpainting model, {cfg.sample.sampler}, {steps} steps: {steps} denoiser "
+          f"evaluations, {seconds:.1f} s) -> {args.out}")
     return 0
