@@ -2,7 +2,8 @@
 
 A config file (``configs/ddpm_fmnist.yaml``) has the sections of :class:`Config`: ``data``
 (:class:`ldmkit.data.DataConfig`), ``unet`` (:class:`ldmkit.networks.UNetConfig`, or ``preset:`` plus keys),
-``diffusion``, ``train``, ``sample`` and the optional ``first_stage``. Loading is strict: an unknown key,
+``diffusion``, ``train``, ``sample``, ``cond`` (:class:`ldmkit.conditioning.config.CondConfig`) and the optional
+``first_stage``. Loading is strict: an unknown key,
 a value of the wrong type or a value outside a ``Literal`` is a :class:`ConfigError` naming the file, the
 dotted key, the value and what is allowed. Overrides such as ``--train.lr=2e-4`` are parsed as YAML
 scalars and checked the same way. Registries are plain literal dicts; :func:`lookup` names the valid keys.
@@ -16,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from ldmkit.conditioning.config import CondConfig
 from ldmkit.data import DataConfig
 from ldmkit.diffusion.config import DiffusionConfig
 from ldmkit.networks.unet import UNET_PRESETS, UNetConfig
@@ -69,6 +71,7 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    cond: CondConfig = field(default_factory=CondConfig)
     first_stage: str | None = None
     # The first stage's scale_factor when this model was trained (set by `ldmkit train`); a later
     # `ae-stats` on that autoencoder must not silently change how the model's latents decode.
@@ -81,7 +84,7 @@ class Config:
 
 
 # Sections that define the model: a resumed run must not change them.
-MODEL_SECTIONS = ("unet", "diffusion", "first_stage", "first_stage_scale_factor", "data.name", "data.pad_to", "data.image_size",
+MODEL_SECTIONS = ("unet", "diffusion", "cond", "first_stage", "first_stage_scale_factor", "data.name", "data.pad_to", "data.image_size",
                   "data.channels")
 
 

@@ -8,6 +8,8 @@ the optional rescale of Lin et al. 2023.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -26,11 +28,16 @@ class Denoiser(nn.Module):
             kept in float64, not saved in the state dict (the checkpoint config rebuilds it).
         prediction_type: what the network's first ``C`` channels predict: ``"eps"``, ``"x0"`` or ``"v"``.
         learn_variance: the network's last ``C`` channels are the raw variance output.
+        context_encoder: a trainable ``tau_theta`` (Rombach et al. 2022, Sec. 3.3),
+            ``context_encoder(tokens [N, L], token_mask [N, L]) -> (context [N, L, D], context_mask [N, L])``;
+            part of the denoiser, so it is optimized, EMA'd, synced and checkpointed with the network.
+            A frozen encoder (pretrained text) is not: its context arrives ready in ``cond.context``.
     """
 
     def __init__(self, network: nn.Module, alphas_cumprod, prediction_type: str = "eps",
-                 learn_variance: bool = False):
+                 learn_variance: bool = False, context_encoder: nn.Module | None = None):
         super().__init__()
+        self.context_encoder = context_encoder
         if prediction_type not in ("eps", "x0", "v"):
             raise ValueError(f"Denoiser: prediction_type={prediction_type!r}; valid: ['eps', 'v', 'x0']")
         self.network = network
@@ -57,10 +64,30 @@ class Denoiser(nn.Module):
         self.alphas_cumprod = abar.to(device=self.alphas_cumprod.device, dtype=torch.float64)
         return out
 
+    def encode_context(self, cond: Cond | None) -> Cond | None:
+        """``cond`` with ``context``/``context_mask`` computed from ``tokens``/``token_mask`` by the context
+        encoder (and the tokens dropped); unchanged when it holds no tokens. ``pipelines.generate`` calls it
+        once before the sampling loop, so the sampler does not re-encode the tokens at every step.
+
+        Raises:
+            ValueError: ``cond`` has tokens but the denoiser has no context encoder, or it also has context.
+        """
+        if cond is None or cond.tokens is None:
+            return cond
+        if self.context_encoder is None:
+            raise ValueError("Denoiser: cond.tokens given but this denoiser has no context_encoder "
+                             "(cond.context_kind is 'none' or a frozen encoder that passes cond.context)")
+        if cond.context is not None:
+            raise ValueError("Denoiser: cond has both tokens and context; give one of them")
+        mask = cond.token_mask if cond.token_mask is not None else torch.ones_like(cond.tokens, dtype=torch.bool)
+        context, context_mask = self.context_encoder(cond.tokens, mask)
+        return dataclasses.replace(cond, context=context, context_mask=context_mask, tokens=None, token_mask=None)
+
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond | None = None) -> Prediction:
         """Predict ``x0`` and ``eps`` for ``x_t [N, C, ...]`` at base timesteps ``t [N]`` (int64).
 
-        Returns tensors in ``x_t``'s dtype whatever the network's dtype.
+        ``cond.tokens`` (if set) go through the context encoder first. Returns tensors in ``x_t``'s dtype
+        whatever the network's dtype.
         """
         if t.dim() == 0:
             t = t.expand(x_t.shape[0])
@@ -68,7 +95,7 @@ class Denoiser(nn.Module):
             raise ValueError(f"Denoiser: t must be [N]=[{x_t.shape[0]}], got {tuple(t.shape)}")
         if t.dtype.is_floating_point:
             raise ValueError(f"Denoiser: t must hold integer base timesteps, got {t.dtype}")
-        cond = Cond() if cond is None else cond
+        cond = Cond() if cond is None else self.encode_context(cond)
         out = self.network(x_t, t, class_labels=cond.class_labels, context=cond.context,
                            context_mask=cond.context_mask, concat=cond.concat).to(x_t.dtype)
         var_output = None
@@ -114,7 +141,8 @@ class ClassifierFreeGuidance(nn.Module):
         self.null_class = getattr(denoiser, "null_class", None) if null_class is None else null_class
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Cond | None = None) -> Prediction:
-        if cond is None or (cond.class_labels is None and cond.context is None) or self.guidance_scale == 1.0:
+        guided = cond is not None and any(v is not None for v in (cond.class_labels, cond.context, cond.tokens))
+        if not guided or self.guidance_scale == 1.0:
             return self.denoiser(x_t, t, cond)  # nothing to guide on, or purely conditional
         n = x_t.shape[0]
         if t.dim() == 0:

@@ -4,8 +4,9 @@ The first stage trains through the same engine with the GAN train step: ``train_
 
     space   = build_space(cfg)                 # PixelSpace, or an autoencoder's LatentSpace (first_stage)
     process = build_process(cfg)               # GaussianProcess(cfg.diffusion.betas()): schedule, T
-    model   = build_denoiser(cfg, process)     # Denoiser(UNet(cfg.unet), alphas_cumprod, prediction_type)
-    loss_fn = make_loss_fn(cfg, process, space)   # DiffusionLoss: x0 = encode(images); t, eps; training_losses
+    cond_of = build_conditioner(cfg)           # class labels / text / layout / concat -> Cond (tau_theta)
+    model   = build_denoiser(cfg, process, cond_of)   # Denoiser(UNet(cfg.unet), ..., context_encoder)
+    loss_fn = make_loss_fn(cfg, process, space, cond_of)   # DiffusionLoss: x0 = encode(images); t, eps; losses
     Trainer(LossStep(model, loss_fn, cfg.train), build_data(cfg), cfg.train, out, ...).run()   # = train(cfg, out)
     images  = generate(model, process, space, sample_shape(cfg, space), n=64, sampler="ddim", steps=50)
               # x_T -> sampler -> decode; load_model(path).generate(n=64) does the same for a checkpoint
@@ -23,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ldmkit.conditioning import Conditioner
 from ldmkit.config import MODEL_SECTIONS, Config, config_from_data, lookup, to_dict
 from ldmkit.data import build_dataset, collate, data_padding
 from ldmkit.data import image_shape as data_image_shape
@@ -74,32 +76,39 @@ def build_process(cfg: Config) -> GaussianProcess:
     return cfg.diffusion.build_process()
 
 
-def build_denoiser(cfg: Config, process: GaussianProcess) -> Denoiser:
-    """The U-Net (output channels doubled when the variance is learned) behind the parameterization."""
+def build_conditioner(cfg: Config) -> Conditioner:
+    """``ldmkit.conditioning.build_conditioner`` with what the data knows: class names and default prompts."""
+    from ldmkit.conditioning import build_conditioner as build
+    from ldmkit.data import class_names
+    from ldmkit.data.captions import default_prompts
+
+    prompts = default_prompts(cfg.data) if cfg.cond.context == "text" else None
+    return build(cfg, class_names=class_names(cfg.data), prompts=prompts)
+
+
+def build_denoiser(cfg: Config, process: GaussianProcess, conditioner: Conditioner | None = None) -> Denoiser:
+    """The U-Net (output channels doubled when the variance is learned) behind the parameterization, with
+    the conditioner's trainable context encoder (``conditioner`` default: ``build_conditioner(cfg)``)."""
+    conditioner = build_conditioner(cfg) if conditioner is None else conditioner
     unet_cfg = dataclasses.replace(cfg.unet, learn_variance=cfg.diffusion.learn_variance)
     return Denoiser(UNet(unet_cfg), process.alphas_cumprod, cfg.diffusion.prediction_type,
-                    learn_variance=cfg.diffusion.learn_variance)
+                    learn_variance=cfg.diffusion.learn_variance, context_encoder=conditioner.context_encoder)
 
 
 def build_data(cfg: Config):
-    """The training data as a BatchSource; Fashion-MNIST takes the in-memory fast path."""
-    dataset = build_dataset(cfg.data)
+    """The training data as a BatchSource; Fashion-MNIST takes the in-memory fast path (captions included)."""
     if cfg.data.name == "fashion-mnist" and not cfg.data.hflip:
-        return TensorData(*dataset.tensors())
-    return DatasetData(dataset, collate=collate)
+        from ldmkit.data.captions import CaptionedSource
+
+        data = TensorData(*build_dataset(dataclasses.replace(cfg.data, captions=False)).tensors())
+        return CaptionedSource(data, cfg.data.seed) if cfg.data.captions else data
+    return DatasetData(build_dataset(cfg.data), collate=collate)
 
 
-def make_cond(cfg: Config, batch: Batch) -> Cond | None:
-    """The condition a batch gives the denoiser of ``cfg`` (class labels for a class-conditional U-Net)."""
-    return batch_cond(batch, cfg.unet.num_classes)
-
-
-def batch_cond(batch: Batch, num_classes: int | None) -> Cond | None:
-    if num_classes is None:
-        return None
-    if batch.labels is None:
-        raise ValueError("unet.num_classes is set but the data has no labels")
-    return Cond(class_labels=batch.labels)
+def make_cond(cfg: Config, batch: Batch, conditioner: Conditioner | None = None) -> Cond | None:
+    """The condition a batch gives the denoiser of ``cfg`` (``conditioner.from_batch``, before dropout)."""
+    conditioner = build_conditioner(cfg) if conditioner is None else conditioner
+    return conditioner.from_batch(batch)
 
 
 class DiffusionLoss:
@@ -108,17 +117,26 @@ class DiffusionLoss:
     Args:
         process: the forward process; space: where diffusion runs (pixels or a first stage's latents).
         diffusion: the ``diffusion`` section (objective, variance, timestep sampler, condition dropout).
+        conditioner: makes each batch's :class:`Cond` (``build_conditioner``); ``None``: class labels when
+            ``num_classes`` is set, else unconditional.
         num_classes: classes of a class-conditional denoiser (``None``: unconditional).
 
     Its ``state_dict`` (the timestep sampler's loss history, if any) goes into checkpoints for exact resume.
     """
 
-    def __init__(self, process: GaussianProcess, space, diffusion: DiffusionConfig, *, num_classes: int | None = None):
+    def __init__(self, process: GaussianProcess, space, diffusion: DiffusionConfig, *,
+                 conditioner: Conditioner | None = None, num_classes: int | None = None):
+        from ldmkit.conditioning import ClassKind
         from ldmkit.diffusion import create_timestep_sampler
 
-        if diffusion.cond_drop_prob > 0 and num_classes is None:
+        if conditioner is None:
+            conditioner = Conditioner({"class": None if num_classes is None else ClassKind(num_classes)},
+                                      num_classes)
+        num_classes = conditioner.num_classes
+        if diffusion.cond_drop_prob > 0 and not conditioner.is_conditional:
             raise ValueError(f"diffusion.cond_drop_prob={diffusion.cond_drop_prob} needs a conditional model "
-                             "(unet.num_classes is not set)")
+                             "(neither unet.num_classes nor cond.context is set)")
+        self.conditioner = conditioner
         if diffusion.num_timesteps != process.num_timesteps:
             raise ValueError(f"diffusion.num_timesteps={diffusion.num_timesteps} but the process has "
                              f"{process.num_timesteps} steps")
@@ -133,7 +151,7 @@ class DiffusionLoss:
         with torch.no_grad():
             x0 = self.space.encode(batch.images)
         t, weights = self.timesteps.sample(x0.shape[0], device=x0.device)
-        cond = batch_cond(batch, self.num_classes)
+        cond = self.conditioner.from_batch(batch, self.space)
         if cond is not None and d.cond_drop_prob > 0:
             cond = drop_condition(cond, d.cond_drop_prob, self.num_classes)
         terms = training_losses(model, self.process, x0, t, cond=cond, loss_type=d.loss_type,
@@ -150,9 +168,10 @@ class DiffusionLoss:
         self.timesteps.load_state_dict(state)
 
 
-def make_loss_fn(cfg: Config, process: GaussianProcess, space) -> DiffusionLoss:
-    """The training loss of the run config ``cfg``."""
-    return DiffusionLoss(process, space, cfg.diffusion, num_classes=cfg.unet.num_classes)
+def make_loss_fn(cfg: Config, process: GaussianProcess, space, conditioner: Conditioner | None = None) -> DiffusionLoss:
+    """The training loss of the run config ``cfg`` (``conditioner`` default: ``build_conditioner(cfg)``)."""
+    conditioner = build_conditioner(cfg) if conditioner is None else conditioner
+    return DiffusionLoss(process, space, cfg.diffusion, conditioner=conditioner)
 
 
 def sampler_options(sampler: str, *, variance_type: str, clip_denoised: bool, eta: float) -> dict[str, Any]:
@@ -166,7 +185,7 @@ def sampler_options(sampler: str, *, variance_type: str, clip_denoised: bool, et
 @torch.no_grad()
 def generate(denoiser: torch.nn.Module, process: GaussianProcess, space, shape: tuple[int, ...], *, n: int,
              sampler: str = "ddim", steps: int | None = 50, eta: float = 0.0, variance_type: str = "fixed_large",
-             seed: int = 0, labels: torch.Tensor | None = None, guidance_scale: float = 1.0,
+             seed: int = 0, cond: Cond | None = None, guidance_scale: float = 1.0,
              batch_size: int = 64, progress: Callable[[int], None] | None = None) -> torch.Tensor:
     """``n`` images in [-1, 1] ``[n, C, H, W]``; image ``i`` depends only on ``seed + i`` (and settings).
 
@@ -176,6 +195,9 @@ def generate(denoiser: torch.nn.Module, process: GaussianProcess, space, shape: 
             for a convolutional denoiser.
         steps: denoiser evaluations (the grid length; ``None``: all T).
         variance_type: the model's (``ddpm`` uses it; the other samplers ignore it).
+        cond: the condition of all ``n`` images (``Conditioner.from_request``); its tokens, if any, are
+            encoded once here (``Denoiser.encode_context``), then it is sliced per batch.
+        guidance_scale: classifier-free guidance against ``null_condition(cond)`` (1 = off).
     """
     spec = lookup(SAMPLERS, sampler, "sampler")
     options = sampler_options(sampler, variance_type=variance_type, clip_denoised=space.clip_denoised,
@@ -184,31 +206,40 @@ def generate(denoiser: torch.nn.Module, process: GaussianProcess, space, shape: 
                               alphas_cumprod=process.alphas_cumprod)
     model = denoiser if guidance_scale == 1.0 else ClassifierFreeGuidance(denoiser, guidance_scale)
     device = next(denoiser.parameters()).device
+    if cond is not None:
+        sizes = {v.shape[0] for f in dataclasses.fields(Cond) if (v := getattr(cond, f.name)) is not None}
+        if sizes != {n}:
+            raise ValueError(f"generate: cond holds {sorted(sizes)} examples for n={n} images")
+        cond = cond.to(device)
+        if hasattr(denoiser, "encode_context"):
+            cond = denoiser.encode_context(cond)
     out = []
     for start in range(0, n, batch_size):
         idx = range(start, min(n, start + batch_size))
         gens = make_generators([seed + i for i in idx], device)
         x_T = randn((len(idx), *shape), gens, device=device)
-        cond = None if labels is None else Cond(class_labels=labels[start:start + len(idx)].to(device))
-        z = spec.fn(model, x_T, grid, process, cond=cond, generator=gens, **options)
+        part = None if cond is None else cond.index(slice(start, start + len(idx)))
+        z = spec.fn(model, x_T, grid, process, cond=part, generator=gens, **options)
         out.append(space.decode(z).clamp(-1, 1).cpu())
         if progress is not None:
             progress(len(idx))
     return torch.cat(out)
 
 
-def make_grid_fn(cfg: Config, process: GaussianProcess, space) -> Callable[[torch.nn.Module, int], Any]:
-    """The training loop's ``sample_fn``: a grid of ``sample.num_images`` from the EMA model."""
+def make_grid_fn(cfg: Config, process: GaussianProcess, space,
+                 conditioner: Conditioner | None = None) -> Callable[[torch.nn.Module, int], Any]:
+    """The training loop's ``sample_fn``: a grid of ``sample.num_images`` from the EMA model, conditioned on
+    the conditioner's default request (class-balanced labels, default prompts)."""
     from ldmkit.images import make_grid
+
+    conditioner = build_conditioner(cfg) if conditioner is None else conditioner
 
     def sample_fn(ema_model: torch.nn.Module, step: int):
         n = cfg.sample.num_images
-        labels = None
-        if cfg.unet.num_classes is not None:
-            labels = torch.arange(n) % cfg.unet.num_classes
+        cond = conditioner.from_request(n, space=space)
         images = generate(ema_model, process, space, sample_shape(cfg, space), n=n, sampler=cfg.sample.sampler,
                           steps=cfg.sample.steps, eta=cfg.sample.eta, variance_type=cfg.diffusion.variance_type,
-                          seed=cfg.sample.seed, labels=labels, guidance_scale=cfg.sample.guidance_scale)
+                          seed=cfg.sample.seed, cond=cond, guidance_scale=cfg.sample.guidance_scale)
         return make_grid(images, nrow=math.ceil(math.sqrt(n)))
 
     return sample_fn
@@ -224,13 +255,30 @@ class LoadedModel:
     space: Any
     step: int
     path: Path
+    conditioner: Conditioner | None = None
 
-    def generate(self, n: int, *, shape: tuple[int, ...] | None = None, **kwargs) -> torch.Tensor:
+    def make_cond(self, n: int, *, labels=None, prompts=None, layouts=None, images=None, masks=None) -> Cond | None:
+        """The condition of ``n`` images from a request (``Conditioner.from_request``; errors name the value)."""
+        conditioner = self.conditioner or build_conditioner(self.config)
+        return conditioner.from_request(n, space=self.space, device=next(self.denoiser.parameters()).device,
+                                        labels=labels, prompts=prompts, layouts=layouts, images=images,
+                                        masks=masks)
+
+    def generate(self, n: int, *, shape: tuple[int, ...] | None = None, labels=None, prompts=None, layouts=None,
+                 images=None, masks=None, cond: Cond | None = None, **kwargs) -> torch.Tensor:
         """:func:`generate` with this model's denoiser, process, space and variance type; ``shape`` of one
-        ``x_t`` defaults to the training size (:func:`sample_shape`)."""
+        ``x_t`` defaults to the training size (:func:`sample_shape`).
+
+        Args:
+            labels: class names or indices (repeated to ``n``; default class-balanced ``i mod K``);
+            prompts: strings (repeated to ``n``; ``""`` = unconditional); layouts, images, masks: for the
+                models that take them. ``cond``: a ready condition instead of those.
+        """
         kwargs.setdefault("variance_type", self.config.diffusion.variance_type)
         shape = sample_shape(self.config, self.space) if shape is None else shape
-        return generate(self.denoiser, self.process, self.space, shape, n=n, **kwargs)
+        if cond is None:
+            cond = self.make_cond(n, labels=labels, prompts=prompts, layouts=layouts, images=images, masks=masks)
+        return generate(self.denoiser, self.process, self.space, shape, n=n, cond=cond, **kwargs)
 
 
 def load_model(path: str | Path, *, ema: bool = True, device: torch.device | str = "cpu") -> LoadedModel:
@@ -241,12 +289,13 @@ def load_model(path: str | Path, *, ema: bool = True, device: torch.device | str
     meta = ckpt_io.load_checkpoint_config(ckpt)
     cfg = config_from_data(meta["config"], source=str(ckpt / "config.json"))
     process = build_process(cfg)
-    denoiser = build_denoiser(cfg, process)
+    conditioner = build_conditioner(cfg)
+    denoiser = build_denoiser(cfg, process, conditioner)
     weights = ckpt / ("ema.safetensors" if ema and (ckpt / "ema.safetensors").is_file() else "model.safetensors")
     # size + sha256 checked against config.json; NaN/Inf weights refused, naming the file and tensor
     denoiser.load_state_dict(ckpt_io.read_checkpoint_tensors(ckpt, weights.name, meta, finite=True))
     denoiser.to(device).eval()
-    return LoadedModel(cfg, denoiser, process, build_space(cfg, device), int(meta["step"]), ckpt)
+    return LoadedModel(cfg, denoiser, process, build_space(cfg, device), int(meta["step"]), ckpt, conditioner)
 
 
 def config_dict(cfg: Config) -> dict:
@@ -271,10 +320,12 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool | str = False, data=
         if cfg.first_stage is not None and cfg.first_stage_scale_factor is None:
             cfg = dataclasses.replace(cfg, first_stage_scale_factor=space.scale_factor)
         process = build_process(cfg)
-        model = build_denoiser(cfg, process)
-        step = LossStep(model, make_loss_fn(cfg, process, space), cfg.train)
+        conditioner = build_conditioner(cfg)
+        model = build_denoiser(cfg, process, conditioner)
+        step = LossStep(model, make_loss_fn(cfg, process, space, conditioner), cfg.train)
         trainer = Trainer(step, build_data(cfg) if data is None else data, cfg.train, out_dir,
-                          config=config_dict(cfg), sample_fn=make_grid_fn(cfg, process, space), dist=info,
+                          config=config_dict(cfg), sample_fn=make_grid_fn(cfg, process, space, conditioner),
+                          dist=info,
                           progress=progress, model_sections=MODEL_SECTIONS)
         if info.is_main:
             from ldmkit.config import dump_yaml

@@ -36,12 +36,17 @@ class Cond:
         context: ``[N, L, D]`` tokens for cross-attention (text or layout encodings).
         context_mask: ``[N, L]`` bool, True where a context token is real (not padding).
         concat: ``[N, C, H, W]`` channels concatenated to ``x_t`` (super-resolution, inpainting).
+        tokens: ``[N, L]`` int64 token ids for a *trainable* context encoder that is part of the denoiser
+            (text from scratch, layout); ``Denoiser.encode_context`` turns them into ``context``.
+        token_mask: ``[N, L]`` bool, True where a token is real (not padding).
     """
 
     class_labels: torch.Tensor | None = None
     context: torch.Tensor | None = None
     context_mask: torch.Tensor | None = None
     concat: torch.Tensor | None = None
+    tokens: torch.Tensor | None = None
+    token_mask: torch.Tensor | None = None
 
     def is_empty(self) -> bool:
         return all(getattr(self, f.name) is None for f in fields(self))

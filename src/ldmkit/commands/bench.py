@@ -71,15 +71,13 @@ def measure_train(loaded, model, batch_size: int, steps: int, warmup: int, devic
 def measure_sampling(loaded, n: int, batch_size: int, sampler: str, steps: int, warmup: int, device) -> float:
     """Images per second of ``pipelines.generate`` (decode included)."""
     from ldmkit import pipelines
-    from ldmkit.commands._common import class_labels
     cfg = loaded.config
     model = loaded.denoiser.eval()
-    labels = class_labels(None, n, cfg.unet.num_classes)
 
     def go(count: int) -> None:
         pipelines.generate(model, loaded.process, loaded.space, pipelines.sample_shape(cfg, loaded.space), n=count,
                            sampler=sampler, steps=steps, variance_type=cfg.diffusion.variance_type,
-                           labels=None if labels is None else labels[:count], batch_size=batch_size)
+                           cond=loaded.make_cond(count), batch_size=batch_size)
 
     if warmup:
         go(min(n, batch_size))

@@ -8,13 +8,20 @@ Training-time dropout and sampling-time guidance both use :func:`null_condition`
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import torch
 
 from ldmkit.types import Cond
 
 
 def null_condition(cond: Cond, null_class: int | None = None) -> Cond:
-    """The unconditional counterpart of ``cond`` (same batch size, same tensor shapes)."""
+    """The unconditional counterpart of ``cond`` (same batch size, same tensor shapes).
+
+    Class labels -> ``null_class``; ``context`` -> zeros with an all-False ``context_mask``; ``tokens`` ->
+    the padding id 0 with an all-False ``token_mask`` (what the empty prompt / empty layout encodes to, so
+    the context encoder's output is fully masked and cross-attention adds nothing); ``concat`` is kept.
+    """
     labels = cond.class_labels
     if labels is not None:
         if null_class is None:
@@ -26,7 +33,12 @@ def null_condition(cond: Cond, null_class: int | None = None) -> Cond:
         context = torch.zeros_like(context)
         if mask is not None:
             mask = torch.zeros_like(mask, dtype=torch.bool)
-    return Cond(class_labels=labels, context=context, context_mask=mask, concat=cond.concat)
+    tokens, token_mask = cond.tokens, cond.token_mask
+    if tokens is not None:
+        tokens = torch.zeros_like(tokens)
+        token_mask = torch.zeros(tokens.shape, dtype=torch.bool, device=tokens.device)
+    return Cond(class_labels=labels, context=context, context_mask=mask, concat=cond.concat, tokens=tokens,
+                token_mask=token_mask)
 
 
 def drop_class_labels(labels: torch.Tensor, p: float, null_class: int,
@@ -42,11 +54,12 @@ def drop_condition(cond: Cond, p: float, null_class: int | None = None,
                    generator: torch.Generator | None = None) -> Cond:
     """Replace each example's condition by the null condition with probability ``p``.
 
-    Class labels and context of one example are dropped together (one coin per example).
+    Class labels, context and tokens of one example are dropped together (one coin per example); concat
+    channels are kept (they are the task's input).
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"drop_condition: p={p} must be in [0, 1]")
-    tensors = [v for v in (cond.class_labels, cond.context, cond.concat) if v is not None]
+    tensors = [v for v in (cond.class_labels, cond.context, cond.tokens, cond.concat) if v is not None]
     if not tensors or p == 0.0:
         return cond
     n = tensors[0].shape[0]
@@ -54,11 +67,10 @@ def drop_condition(cond: Cond, p: float, null_class: int | None = None,
     drop = coin.to(tensors[0].device) < p
     null = null_condition(cond, null_class)
 
-    def pick(a, b):
-        if a is None:
-            return None
+    def pick(name: str):
+        a, b = getattr(cond, name), getattr(null, name)
+        if a is None or name == "concat":
+            return a
         return torch.where(drop.view(-1, *([1] * (a.dim() - 1))), b, a)
 
-    return Cond(class_labels=pick(cond.class_labels, null.class_labels), context=pick(cond.context, null.context),
-                context_mask=pick(cond.context_mask, null.context_mask) if cond.context_mask is not None else None,
-                concat=cond.concat)
+    return Cond(**{f.name: pick(f.name) for f in fields(Cond)})

@@ -42,7 +42,8 @@ from ldmkit.types import Batch
 __all__ = [
     "CLASS_NAMES", "COLORS", "COLOR_NAMES", "DATASETS", "DEFAULT_MAX_PIXELS", "SHAPE_NAMES",
     "BadImageError", "Compose", "DataConfig", "DatasetSpec", "FashionMNIST", "ImageFolder", "ImageTooLargeError",
-    "Padding", "RandomHorizontalFlip", "Shapes", "TransformedDataset", "as_item", "build_dataset", "collate",
+    "Padding", "RandomHorizontalFlip", "Shapes", "TransformedDataset", "as_item", "build_dataset", "class_names",
+    "collate",
     "data_padding", "hflip", "image_shape", "load_fashion_mnist_arrays", "load_image",
 ]
 
@@ -72,6 +73,8 @@ class DataConfig:
         min_shapes: shapes: fewest objects per image (1-3).
         max_shapes: shapes: most objects per image (1-3).
         hflip: mirror items at random with probability 1/2 (boxes and left/right words follow).
+        captions: give every item a ``caption`` (Fashion-MNIST: varied templates over its class names,
+            deterministic by ``seed`` and index, see ``data/captions.py``; shapes always has them).
     """
 
     name: str = "fashion-mnist"
@@ -91,6 +94,7 @@ class DataConfig:
     min_shapes: int = 1
     max_shapes: int = 3
     hflip: bool = False
+    captions: bool = False
 
     def __post_init__(self) -> None:
         lookup(DATASETS, self.name, "dataset name")
@@ -180,6 +184,11 @@ def data_padding(config: DataConfig) -> Padding:
     return lookup(DATASETS, config.name, "dataset name").padding(config)
 
 
+def class_names(config: DataConfig) -> tuple[str, ...] | None:
+    """The names of the dataset's class labels (index order), read without loading it; ``None`` if unnamed."""
+    return {"fashion-mnist": CLASS_NAMES, "shapes": SHAPE_NAMES}.get(config.name)
+
+
 def build_dataset(config: DataConfig, transform: Callable[[dict], dict] | None = None) -> TransformedDataset:
     """Build the configured dataset; items are dicts (see the module docstring) with ``index`` set.
 
@@ -188,6 +197,10 @@ def build_dataset(config: DataConfig, transform: Callable[[dict], dict] | None =
     ``transform`` runs after the random flip that ``config.hflip`` asks for.
     """
     base = lookup(DATASETS, config.name, "dataset name").build(config)
+    if config.captions:
+        from ldmkit.data.captions import with_captions
+
+        base = with_captions(base, config)
     steps = [RandomHorizontalFlip(0.5)] if config.hflip else []
     if transform is not None:
         steps.append(transform)

@@ -1,0 +1,141 @@
+"""Text conditioning: captions / prompts -> a token sequence for the U-Net's cross-attention (Rombach et al.
+2022, Sec. 3.3), with the padding mask honoured in attention.
+
+Two encoders, ``cond.text.encoder``:
+
+- ``"minilm"``: the frozen pretrained all-MiniLM-L6-v2 (``networks/text_encoder.py``, 384-d). Not part of the
+  denoiser: its context is computed here, once per distinct caption (cached), and passed as ``Cond.context``.
+- ``"scratch"``: a :class:`~ldmkit.networks.transformer.TokenTransformer` over the same WordPiece vocabulary,
+  trained jointly with the U-Net: it is the denoiser's ``context_encoder``, and this kind passes ``Cond.tokens``.
+
+The empty prompt is the unconditional branch: it encodes to an all-False mask (no token), exactly what
+``null_condition`` and condition dropout give, so guidance and dropout agree with ``--prompt ""``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ldmkit.types import Batch, Cond
+
+MINILM_WIDTH = 384
+
+
+@dataclass
+class TextConfig:
+    """The text encoder (``cond.context: text``).
+
+    Attributes:
+        encoder: ``"minilm"`` (frozen pretrained, 384-d context) or ``"scratch"`` (trained jointly).
+        max_tokens: longest token sequence, ``[CLS]`` and ``[SEP]`` included (prompts longer are refused,
+            training captions cut); batches are padded to their longest caption, not to this.
+        width: scratch: token width (= ``unet.context_dim``); minilm: must stay 384.
+        depth: scratch: transformer blocks.
+        heads: scratch: attention heads.
+    """
+
+    encoder: Literal["minilm", "scratch"] = "minilm"
+    max_tokens: int = 32
+    width: int = MINILM_WIDTH
+    depth: int = 2
+    heads: int = 4
+
+    def __post_init__(self):
+        bad = []
+        if not 3 <= self.max_tokens <= 512:
+            bad.append(f"max_tokens={self.max_tokens} must be in [3, 512]")
+        if self.encoder == "minilm" and self.width != MINILM_WIDTH:
+            bad.append(f"width={self.width}: the minilm encoder is {MINILM_WIDTH}-d (width is for scratch)")
+        if self.depth < 1 or self.heads < 1 or self.width % self.heads:
+            bad.append(f"depth={self.depth}, heads={self.heads}, width={self.width}: need depth >= 1 and width "
+                       "divisible by heads")
+        if bad:
+            from ldmkit.registry import ConfigError
+
+            raise ConfigError("cond.text: " + "; ".join(bad))
+
+
+class TextKind:
+    """The text context kind: ``from_batch`` reads ``Batch.captions``, ``from_request`` takes ``prompts``."""
+
+    accepts = ("prompts",)
+
+    def __init__(self, cfg: TextConfig, prompts: list[str] | None = None):
+        from ldmkit.networks.text_encoder import WordPieceTokenizer
+
+        self.cfg = cfg
+        self.tokenizer = WordPieceTokenizer(max_tokens=cfg.max_tokens)
+        self.default_prompts = prompts or [""]
+        self.frozen = None
+        self.context_encoder = None
+        self._cache: dict[tuple[str, str], torch.Tensor] = {}
+        if cfg.encoder == "minilm":
+            self.context_dim = MINILM_WIDTH
+        else:
+            from ldmkit.networks.transformer import TokenTransformer
+
+            self.context_dim = cfg.width
+            self.context_encoder = TokenTransformer(self.tokenizer.vocab_size, cfg.width, cfg.depth, cfg.heads,
+                                                    cfg.max_tokens)
+
+    def _tokens(self, texts: list[str], truncate: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens, mask = self.tokenizer.encode([t if t.strip() else "" for t in texts], truncate=truncate)
+        empty = torch.tensor([not t.strip() for t in texts], dtype=torch.bool)
+        tokens[empty], mask[empty] = 0, False  # the empty prompt: no token at all (= the null condition)
+        return tokens, mask
+
+    def encode(self, texts: list[str], device: torch.device | str = "cpu", truncate: bool = True) -> Cond:
+        """``Cond(tokens, token_mask)`` (scratch) or ``Cond(context, context_mask)`` (minilm) of ``texts``."""
+        if self.frozen is None and self.cfg.encoder == "minilm":
+            from ldmkit.networks.text_encoder import load_minilm
+
+            self.frozen = load_minilm()
+        tokens, mask = self._tokens(texts, truncate)
+        if self.cfg.encoder == "scratch":
+            return Cond(tokens=tokens.to(device), token_mask=mask.to(device))
+        return self._minilm_context(texts, tokens, mask, device)
+
+    @torch.no_grad()
+    def _minilm_context(self, texts, tokens, mask, device) -> Cond:
+        """Frozen MiniLM token states, computed once per distinct text (cache), padded to the batch."""
+        device = torch.device(device)
+        if next(self.frozen.parameters()).device != device:
+            from ldmkit.networks.text_encoder import load_minilm
+
+            self.frozen = load_minilm(str(device))
+        missing = sorted({t for t in texts if (str(device), t) not in self._cache})
+        if missing:
+            rows = [texts.index(t) for t in missing]
+            states, _ = self.frozen(tokens[rows].to(device), mask[rows].to(device))
+            for t, r, s in zip(missing, rows, states):
+                self._cache[(str(device), t)] = s[: int(mask[r].sum())].clone()
+        context = torch.zeros(len(texts), tokens.shape[1], MINILM_WIDTH, device=device)
+        for i, t in enumerate(texts):
+            s = self._cache[(str(device), t)]
+            context[i, : len(s)] = s
+        return Cond(context=context, context_mask=mask.to(device))
+
+    def from_batch(self, batch: Batch, space=None) -> Cond:
+        if batch.captions is None:
+            raise ValueError("cond.context='text' needs captions in the data; set data.captions: true "
+                             "(fashion-mnist) or use data.name: shapes")
+        return self.encode(list(batch.captions), batch.images.device, truncate=True)
+
+    def from_request(self, n: int, *, space=None, prompts=None) -> Cond:
+        if prompts is None:
+            prompts = self.default_prompts
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        prompts = list(prompts)
+        bad = [p for p in prompts if not isinstance(p, str)]
+        if bad or not prompts:
+            raise ValueError(f"prompts: expected one or more strings, got {bad[:3] or prompts!r}")
+        return self.encode([prompts[i % len(prompts)] for i in range(n)], truncate=False)
+
+
+def build_kind(cfg, prompts: list[str] | None = None) -> TextKind:
+    """The text kind of a run config (root ``Config``'s ``cond.text``); ``prompts``: the default request."""
+    return TextKind(cfg.cond.text, prompts)
