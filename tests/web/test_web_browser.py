@@ -110,7 +110,7 @@ def test_generate_inpaint_img2img_cancel_in_a_real_browser(browser, server, tmp_
 
     # "use as input": the first result goes to the inpainting editor; paint a mask and inpaint
     page.locator("#results .card").first.locator("button[data-use=inpaint]").click()
-    assert page.is_visible("#tab-inpaint")
+    expect(page.locator("#tab-inpaint")).to_be_visible()
     before = page.locator("#inpaint-canvas").screenshot()
     box = page.locator("#inpaint-canvas").bounding_box()
     page.mouse.move(box["x"] + 90, box["y"] + 90)
@@ -128,6 +128,7 @@ def test_generate_inpaint_img2img_cancel_in_a_real_browser(browser, server, tmp_
 
     # image to image from a result, with the strength slider
     page.locator("#results .card").nth(1).locator("button[data-use=img2img]").click()
+    expect(page.locator("#tab-img2img")).to_be_visible()
     page.fill("#strength", "0.5")
     page.fill("#img2img-steps", "4")
     page.click("#img2img")
