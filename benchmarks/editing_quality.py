@@ -45,7 +45,7 @@ def test_images(n: int) -> torch.Tensor:
     x, _ = load_fashion_mnist_arrays("test")
     if n > len(x):
         raise SystemExit(f"--num {n}: the test split has {len(x)} images")
-    return torch.from_numpy(x[:n]).float().div(127.5).sub(1.0)[:, None]
+    return torch.from_numpy(np.array(x[:n])).float().div(127.5).sub(1.0)[:, None]
 
 
 def fid_against(extractor, truth_features: np.ndarray, images: torch.Tensor) -> float:
@@ -149,7 +149,8 @@ def run_inpaint(args) -> None:
     truth = test_images(args.num)
     extractor = extractor_for(args, *[m for m in (model, repaint) if m is not None])
     truth_features = extractor.extract(truth).features
-    mean = torch.from_numpy(load_fashion_mnist_arrays("train")[0]).double().mean(0).float().div(127.5).sub(1)
+    train = load_fashion_mnist_arrays("train")[0]
+    mean = torch.from_numpy(np.mean(train, axis=0, dtype=np.float64)).float().div(127.5).sub(1)  # [28, 28]
     masks = {"half": half_masks(args.num, (28, 28)),
              "brush": random_masks(args.num, (28, 28), InpaintConfig(box_prob=0.0), seed=args.seed)}
     rows = []
