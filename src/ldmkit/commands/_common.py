@@ -132,9 +132,9 @@ def sampling_settings(args: Any, sample_cfg: Any, num_timesteps: int, *, conditi
     ``sample`` section); ``steps`` of ``None`` in the config means all ``num_timesteps``.
 
     Args:
-        conditional: whether the model is class-conditional (``cfg.unet.num_classes is not None``); when
-            ``False``, a ``--guidance-scale`` other than 1 is refused (guidance needs class labels). ``None``
-            skips that check.
+        conditional: whether the model is conditional (``LoadedModel.conditioner.is_conditional``: class
+            labels or a context); when ``False``, a ``--guidance-scale`` other than 1 is refused (guidance needs
+            a condition). ``None`` skips that check.
 
     Raises:
         UsageError: unknown ``--sampler``; ``--steps`` outside [1, T]; ``--eta`` outside [0, 1];
@@ -162,8 +162,8 @@ def sampling_settings(args: Any, sample_cfg: Any, num_timesteps: int, *, conditi
         if not (math.isfinite(scale) and scale >= 0.0):
             raise UsageError(f"--guidance-scale={scale}: must be >= 0 (1 = no guidance)")
         if conditional is False and scale != 1.0:
-            raise UsageError(f"--guidance-scale={scale}: this model is not class-conditional, so the only "
-                             "allowed value is 1 (no guidance)")
+            raise UsageError(f"--guidance-scale={scale}: this model is not class-conditional nor "
+                             "prompt-conditional, so the only allowed value is 1 (no guidance)")
     return Sampling(sampler, steps, sample_cfg.eta if eta is None else eta,
                     sample_cfg.guidance_scale if scale is None else scale)
 
@@ -186,6 +186,44 @@ def class_labels(text: str | None, n: int, num_classes: int | None, option: str 
     if not values or any(not 0 <= v < num_classes for v in values):
         raise UsageError(f"{option}: classes must lie in [0, {num_classes - 1}], got {values}")
     return torch.tensor([values[i % len(values)] for i in range(n)], dtype=torch.int64)
+
+
+def read_prompts(prompt: str | None, prompts_file: str | None) -> list[str] | None:
+    """The prompts of ``--prompt TEXT`` or ``--prompts FILE`` (one per line, blank lines skipped), or None.
+
+    Raises:
+        UsageError: both given, or the file is missing, unreadable or holds no prompt.
+    """
+    if prompt is not None and prompts_file is not None:
+        raise UsageError("--prompt and --prompts: give one of them")
+    if prompts_file is None:
+        return None if prompt is None else [prompt]
+    try:
+        lines = Path(prompts_file).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UsageError(f"--prompts {prompts_file}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--prompts {prompts_file}: cannot read it as UTF-8 text ({e})") from None
+    prompts = [line.strip() for line in lines if line.strip()]
+    if not prompts:
+        raise UsageError(f"--prompts {prompts_file}: the file holds no prompt (one per line)")
+    return prompts
+
+
+REQUEST_OPTIONS = {"labels": "--class", "prompts": "--prompt/--prompts", "layouts": "--layout"}
+
+
+def request_cond(loaded: Any, n: int, **request: Any):
+    """``loaded.make_cond(n, **request)`` with a bad request (a prompt for a model without text, an unknown
+    class, ...) as a :class:`UsageError` naming the option (exit 2)."""
+    given = [k for k, v in request.items() if v is not None]
+    try:
+        return loaded.make_cond(n, **request)
+    except ValueError as e:
+        option = next((REQUEST_OPTIONS.get(k, k) for k in given if str(e).startswith(k)), None)
+        if option is None:
+            option = "/".join(REQUEST_OPTIONS.get(k, k) for k in given) or "condition"
+        raise UsageError(f"{option}: {e}") from None
 
 
 def device(name: str, option: str = "--device"):

@@ -9,7 +9,7 @@ from ldmkit.commands._common import UsageError, add_sampling_arguments, positive
 
 # What --from-png takes from the PNG (argument: its default, which the user must leave as is).
 FROM_PNG_ARGS = {"num": 64, "seed": 0, "sampler": None, "steps": None, "eta": None, "guidance_scale": None,
-                 "labels": None, "no_ema": False, "size": None}
+                 "labels": None, "classes": None, "prompt": None, "prompts": None, "no_ema": False, "size": None}
 
 
 def add_parser(sub, formatter_class):
@@ -26,9 +26,15 @@ def add_parser(sub, formatter_class):
     add_sampling_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--class", dest="classes", default=None, metavar="NAMES",
+                   help='class-conditional models: comma-separated class names or indices, repeated to -n, e.g. '
+                        '--class "ankle boot,sneaker" (default: 0, 1, ..., K-1, 0, ...)')
     p.add_argument("--labels", default=None,
-                   help="class-conditional models: comma-separated class indices, repeated to -n "
-                        "(default: 0, 1, ..., K-1, 0, ...)")
+                   help="class-conditional models: comma-separated class indices (as --class)")
+    p.add_argument("--prompt", default=None, metavar="TEXT",
+                   help='text-conditional models: the prompt of every image ("" = unconditional)')
+    p.add_argument("--prompts", default=None, metavar="FILE",
+                   help="text-conditional models: a text file with one prompt per line, repeated to -n")
     p.add_argument("--size", default=None, metavar="HxW",
                    help="sample at this image size instead of the training size (e.g. 56x112); H and W must be "
                         "multiples of the model's factor (U-Net levels x first-stage factor)")
@@ -41,12 +47,21 @@ def add_parser(sub, formatter_class):
 
 
 def run(args) -> int:
+    import json
     import math
 
     from tqdm.auto import tqdm
 
     from ldmkit import __version__
-    from ldmkit.commands._common import class_labels, device, load_model, sampling_settings, save_samples_npz
+    from ldmkit.commands._common import (
+        class_labels,
+        device,
+        load_model,
+        read_prompts,
+        request_cond,
+        sampling_settings,
+        save_samples_npz,
+    )
     from ldmkit.images import make_grid, save_png, to_uint8
 
     if args.from_png:
@@ -56,9 +71,17 @@ def run(args) -> int:
     loaded = load_model(args.checkpoint, ema=not args.no_ema, device=device(args.device))
     cfg = loaded.config
     settings = sampling_settings(args, cfg.sample, loaded.process.num_timesteps,
-                                 conditional=cfg.unet.num_classes is not None)
+                                 conditional=loaded.conditioner.is_conditional)
     sampler, steps, eta, scale = settings.sampler, settings.steps, settings.eta, settings.guidance_scale
-    labels = class_labels(args.labels, args.num, cfg.unet.num_classes)
+    if args.labels and args.classes:
+        raise UsageError("--labels and --class: give one of them")
+    prompts = read_prompts(args.prompt, args.prompts)
+    # --labels keeps its index-only parsing (and messages); --class also takes names
+    labels = class_labels(args.labels, args.num, cfg.unet.num_classes) if args.labels else args.classes
+    cond = request_cond(loaded, args.num, labels=labels, prompts=prompts)
+    labels = None if cond is None or cond.class_labels is None else cond.class_labels.cpu()
+    if prompts is not None:
+        prompts = [prompts[i % len(prompts)] for i in range(args.num)]
     shape = None
     if args.size:  # --size HxW: the same flow at another size (checked against the model's factor)
         from ldmkit import editing
@@ -66,7 +89,7 @@ def run(args) -> int:
         shape = editing.shape_at(loaded, *editing.parse_size(args.size), what="--size")
     with tqdm(total=args.num, unit="img", desc=f"sampling ({sampler})") as bar:
         images = loaded.generate(args.num, shape=shape, sampler=sampler, steps=steps, eta=eta, seed=args.seed,
-                                 labels=labels, guidance_scale=scale, batch_size=args.batch_size,
+                                 cond=cond, guidance_scale=scale, batch_size=args.batch_size,
                                  progress=bar.update)
     uint8 = to_uint8(images)
     wrote = []
@@ -79,11 +102,15 @@ def run(args) -> int:
                   "eta": eta, "guidance_scale": scale, "size": args.size}
         for i in range(args.num):
             label = None if labels is None else int(labels[i])
+            prompt = None if prompts is None else prompts[i]
+            guided = label is not None or prompt is not None
             cmd = (f"ldmkit sample {shlex.quote(str(loaded.path))} -n 1 --sampler {sampler} --steps {steps} "
                    f"--eta {eta} --seed {args.seed + i}" + ("" if label is None else f" --labels {label}")
-                   + (" --no-ema" if args.no_ema else "") + (f" --guidance-scale {scale}" if label is not None else "")
+                   + ("" if prompt is None else f" --prompt {shlex.quote(prompt)}")
+                   + (" --no-ema" if args.no_ema else "") + (f" --guidance-scale {scale}" if guided else "")
                    + (f" --size {args.size}" if args.size else ""))
-            meta = {**common, "seed": args.seed + i, "index": i, "label": label, "reproduce": cmd}
+            meta = {**common, "seed": args.seed + i, "index": i, "label": label, "prompt": json.dumps(prompt),
+                    "reproduce": cmd}
             save_png(Path(args.out_dir) / f"{i:05d}.png", uint8[i], meta)
         wrote.append(f"{args.out_dir}/ ({args.num} PNGs)")
     if args.grid or not wrote:
@@ -135,6 +162,9 @@ def settings_from_png(args) -> None:
     args.checkpoint = args.checkpoint or meta["checkpoint"]
     args.num, args.sampler, args.no_ema = 1, meta["sampler"], meta["weights"] == "model"
     args.labels = None if label is None else str(int(label))
-    args.guidance_scale = None if label is None else scale  # guidance only acts on a labelled image
+    prompt = json.loads(meta["prompt"]) if "prompt" in meta else None
+    args.prompt = prompt
+    guided = label is not None or prompt is not None
+    args.guidance_scale = scale if guided else None  # guidance only acts on a labelled / prompted image
     size = meta.get("size")
     args.size = None if size in (None, "null", "") else size
