@@ -274,3 +274,20 @@ def test_build_kind_channels_from_config_and_hints():
     assert masks.cfg.box_prob == 1.0 and masks.image_channels is None
     with pytest.raises(ConfigError, match="valid: 'none', 'super_resolution', 'inpainting'"):
         build_kind(cfg(None, 1, 1), "colorize")
+
+
+@pytest.mark.parametrize(("preset", "kind", "channels"), [("ldm_sr_fmnist", "super_resolution", 1),
+                                                          ("ldm_inpaint_fmnist", "inpainting", 5)])
+def test_presets_load_and_their_concat_channels_fit(preset, kind, channels):
+    from pathlib import Path
+
+    from ldmkit.config import load_config
+    from ldmkit.pipelines import build_conditioner
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / f"{preset}.yaml")
+    part = build_conditioner(cfg).parts["concat"]
+    assert cfg.cond.concat == kind and part.channels == channels == cfg.unet.concat_channels
+    assert cfg.unet.in_channels == 4 and cfg.data.pad_to == 32 and cfg.train.sample_every == 0
+    if kind == "super_resolution":
+        assert (cfg.cond.sr.factor, cfg.cond.sr.downsample) == (4, "bicubic")
+        assert part.output_size((7, 7)) == (28, 28)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ldmkit.conditioning.concat import InpaintConfig, SuperResConfig
+from ldmkit.conditioning.layout import LayoutConfig
 from ldmkit.conditioning.text import TextConfig
 
 ContextName = Literal["none", "text", "layout"]
@@ -27,8 +29,13 @@ class CondConfig:
         concat: channels concatenated to ``x_t``: ``"none"``, ``"super_resolution"`` or ``"inpainting"``.
             Needs ``unet.concat_channels`` equal to what the conditioner produces.
         text: the text encoder's options (``context: text``).
+        sr, inpaint: the super-resolution degradation / the inpainting training masks (``concat``).
+        layout: the layout tokenizer and transformer (``context: layout``).
     """
 
     context: ContextName = "none"
     concat: ConcatName = "none"
     text: TextConfig = field(default_factory=TextConfig)
+    sr: SuperResConfig = field(default_factory=SuperResConfig)  # concat: super_resolution (conditioning/concat.py)
+    inpaint: InpaintConfig = field(default_factory=InpaintConfig)  # concat: inpainting
+    layout: LayoutConfig = field(default_factory=LayoutConfig)  # context: layout (conditioning/layout.py)
