@@ -335,7 +335,8 @@ class SuperResolution:
     def from_request(self, n: int, *, space, images=None) -> Cond:
         """Sampling: ``images`` = ``n`` low-res images ``[n, C, h, w]`` in [-1, 1] (already degraded)."""
         if images is None:
-            raise ConcatInputError("images: a super-resolution model needs the low-resolution image(s) to upscale")
+            raise ConcatInputError("images: a super-resolution model needs the low-resolution image(s) to upscale "
+                                   "(CLI: ldmkit upscale CKPT_DIR LOWRES.png)")
         low = check_images(images, self.image_channels, "low-res images")
         if low.shape[0] != n:
             raise ConcatInputError(f"low-res images: got {low.shape[0]} for {n} samples")
@@ -366,7 +367,8 @@ class Inpainting:
         """Sampling: ``images`` ``[n, C, H, W]`` in [-1, 1] and ``masks`` ``[1 or n, 1, H, W]`` (True / 1 = fill),
         both at the data's own size."""
         if images is None or masks is None:
-            raise ConcatInputError("an inpainting model needs both the image(s) and the mask(s) (white/1 = fill)")
+            raise ConcatInputError("images, masks: an inpainting model needs both the image(s) and the mask(s) "
+                                   "(white/1 = fill; CLI: ldmkit inpaint CKPT_DIR IMAGE MASK)")
         images = check_images(images, self.image_channels, "images")
         if images.shape[0] != n:
             raise ConcatInputError(f"images: got {images.shape[0]} for {n} samples")
