@@ -9,7 +9,8 @@ from ldmkit.commands._common import UsageError, add_sampling_arguments, positive
 
 # What --from-png takes from the PNG (argument: its default, which the user must leave as is).
 FROM_PNG_ARGS = {"num": 64, "seed": 0, "sampler": None, "steps": None, "eta": None, "guidance_scale": None,
-                 "labels": None, "classes": None, "prompt": None, "prompts": None, "no_ema": False, "size": None}
+                 "labels": None, "classes": None, "prompt": None, "prompts": None, "layout": None, "no_ema": False,
+                 "size": None}
 
 
 def add_parser(sub, formatter_class):
@@ -35,6 +36,10 @@ def add_parser(sub, formatter_class):
                    help='text-conditional models: the prompt of every image ("" = unconditional)')
     p.add_argument("--prompts", default=None, metavar="FILE",
                    help="text-conditional models: a text file with one prompt per line, repeated to -n")
+    p.add_argument("--layout", default=None, metavar="FILE.json",
+                   help='layout models: a JSON file (or inline JSON) with one layout [{"label": "sneaker", "box": '
+                        '[x0, y0, x1, y1]}, ...] (coordinates in [0, 1]) or a list of layouts, cycled over -n '
+                        "(default: fixed layouts cycling through the labels; [] = unconditional)")
     p.add_argument("--size", default=None, metavar="HxW",
                    help="sample at this image size instead of the training size (e.g. 56x112); H and W must be "
                         "multiples of the model's factor (U-Net levels x first-stage factor)")
@@ -78,7 +83,16 @@ def run(args) -> int:
     prompts = read_prompts(args.prompt, args.prompts)
     # --labels keeps its index-only parsing (and messages); --class also takes names
     labels = class_labels(args.labels, args.num, cfg.unet.num_classes) if args.labels else args.classes
-    cond = request_cond(loaded, args.num, labels=labels, prompts=prompts)
+    layouts = None
+    if args.layout is not None:
+        from ldmkit.conditioning.layout import read_layout_arg
+
+        layouts = read_layout_arg(args.layout)
+    elif "layouts" in loaded.conditioner.accepts:  # the kind's defaults, spelled out for the PNG metadata
+        layouts = loaded.conditioner.parts["context"].default_layouts_json(args.num)
+    cond = request_cond(loaded, args.num, labels=labels, prompts=prompts, layouts=layouts)
+    if layouts is not None:
+        layouts = [layouts[i % len(layouts)] for i in range(args.num)]
     labels = None if cond is None or cond.class_labels is None else cond.class_labels.cpu()
     if prompts is not None:
         prompts = [prompts[i % len(prompts)] for i in range(args.num)]
@@ -103,14 +117,16 @@ def run(args) -> int:
         for i in range(args.num):
             label = None if labels is None else int(labels[i])
             prompt = None if prompts is None else prompts[i]
-            guided = label is not None or prompt is not None
+            layout = None if layouts is None else layouts[i]
+            guided = label is not None or prompt is not None or layout is not None
             cmd = (f"ldmkit sample {shlex.quote(str(loaded.path))} -n 1 --sampler {sampler} --steps {steps} "
                    f"--eta {eta} --seed {args.seed + i}" + ("" if label is None else f" --labels {label}")
                    + ("" if prompt is None else f" --prompt {shlex.quote(prompt)}")
+                   + ("" if layout is None else f" --layout {shlex.quote(json.dumps(layout))}")
                    + (" --no-ema" if args.no_ema else "") + (f" --guidance-scale {scale}" if guided else "")
                    + (f" --size {args.size}" if args.size else ""))
             meta = {**common, "seed": args.seed + i, "index": i, "label": label, "prompt": json.dumps(prompt),
-                    "reproduce": cmd}
+                    "layout": json.dumps(layout), "reproduce": cmd}
             save_png(Path(args.out_dir) / f"{i:05d}.png", uint8[i], meta)
         wrote.append(f"{args.out_dir}/ ({args.num} PNGs)")
     if args.grid or not wrote:
@@ -164,7 +180,9 @@ def settings_from_png(args) -> None:
     args.labels = None if label is None else str(int(label))
     prompt = json.loads(meta["prompt"]) if "prompt" in meta else None
     args.prompt = prompt
-    guided = label is not None or prompt is not None
-    args.guidance_scale = scale if guided else None  # guidance only acts on a labelled / prompted image
+    layout = meta.get("layout")
+    args.layout = None if layout in (None, "null") else layout  # inline JSON of the image's own layout
+    guided = label is not None or prompt is not None or args.layout is not None
+    args.guidance_scale = scale if guided else None  # guidance only acts on a labelled / prompted / laid-out image
     size = meta.get("size")
     args.size = None if size in (None, "null", "") else size

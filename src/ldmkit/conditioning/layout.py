@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ldmkit.registry import ConfigError, lookup
@@ -87,7 +86,7 @@ class LayoutConfig:
         width: token width = the context width (``unet.context_dim`` must equal it).
         depth: transformer blocks.
         heads: attention heads (width must be divisible by it).
-        mlp_ratio: hidden width of the blocks' MLP over ``width``.
+        dropout: attention / MLP dropout of the transformer while training.
     """
 
     labels: str = "fashion-mnist"
@@ -96,16 +95,18 @@ class LayoutConfig:
     width: int = 128
     depth: int = 2
     heads: int = 4
-    mlp_ratio: int = 4
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
         lookup(VOCABS, self.labels, "cond.layout.labels vocabulary")
-        for key in ("max_boxes", "coord_bins", "width", "depth", "heads", "mlp_ratio"):
+        for key in ("max_boxes", "coord_bins", "width", "depth", "heads"):
             v = getattr(self, key)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"cond.layout.{key}={v!r}: must be a positive integer")
         if self.coord_bins < 2:
             raise ConfigError(f"cond.layout.coord_bins={self.coord_bins}: must be >= 2")
+        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+            raise ConfigError(f"cond.layout.dropout={self.dropout!r}: must be a number in [0, 1)")
         if self.width % self.heads:
             raise ConfigError(f"cond.layout.width={self.width} is not divisible by cond.layout.heads={self.heads}")
 
@@ -194,17 +195,45 @@ def parse_layout(obj, names: Sequence[str], where: str = "layout") -> tuple[torc
     return (torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), torch.tensor(labels, dtype=torch.int64))
 
 
-def load_layouts(path: str | os.PathLike, names: Sequence[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Read a layout JSON file: one layout (a list of boxes) or several (a list of such lists)."""
+def read_layout_json(path: str | os.PathLike) -> list:
+    """The parsed JSON of a layout file (one layout or a list of layouts), unchecked beyond being JSON."""
     try:
-        obj = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise LayoutError(f"layout file {path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise LayoutError(f"layout file {path}: not readable JSON ({e})") from None
+
+
+def split_layouts(obj) -> list:
+    """One layout (a list of box objects) -> ``[layout]``; a list of layouts (a list of lists) -> itself."""
     if isinstance(obj, list) and obj and all(isinstance(v, list) for v in obj):
-        return [parse_layout(v, names, f"{path} layout {i}") for i, v in enumerate(obj)]
-    return [parse_layout(obj, names, str(path))]
+        return obj
+    return [obj]
+
+
+def read_layout_arg(value: str) -> list:
+    """``--layout`` value: inline JSON (starting with ``[``) or a JSON file -> a list of layouts (JSON objects)."""
+    if value.lstrip().startswith("["):
+        try:
+            return split_layouts(json.loads(value))
+        except json.JSONDecodeError as e:
+            raise LayoutError(f"layout {value[:60]!r}: not valid JSON ({e})") from None
+    return split_layouts(read_layout_json(value))
+
+
+def layout_json(boxes: torch.Tensor, labels: torch.Tensor, names: Sequence[str]) -> list[dict]:
+    """``(boxes, labels)`` -> the JSON form ``[{"label": name, "box": [x0, y0, x1, y1]}, ...]``."""
+    return [{"label": names[int(k)], "box": [round(float(v), 6) for v in b]}
+            for b, k in zip(boxes.tolist(), labels.tolist(), strict=True)]
+
+
+def load_layouts(path: str | os.PathLike, names: Sequence[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Read a layout JSON file: one layout (a list of boxes) or several (a list of such lists)."""
+    layouts = split_layouts(read_layout_json(path))
+    if len(layouts) == 1:
+        return [parse_layout(layouts[0], names, str(path))]
+    return [parse_layout(v, names, f"{path} layout {i}") for i, v in enumerate(layouts)]
 
 
 # ------------------------------------------------------------------------------------------ tokenizer
@@ -265,57 +294,12 @@ class LayoutTokenizer:
 
 
 # ------------------------------------------------------------------------------------------- encoder
-class _Block(nn.Module):
-    """Pre-LN transformer block: masked self-attention + MLP."""
-
-    def __init__(self, width: int, heads: int, mlp_ratio: int):
-        super().__init__()
-        self.heads = heads
-        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
-        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
-        self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width))
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        n, length, width = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(n, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        safe = mask | ~mask.any(dim=-1, keepdim=True)  # an empty layout attends to its padding, output zeroed
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=safe[:, None, None, :])
-        x = x + self.proj(a.transpose(1, 2).reshape(n, length, width))
-        return x + self.mlp(self.norm2(x))
-
-
-class LayoutEncoder(nn.Module):
-    """``tau_theta`` for layouts: token + position embeddings -> pre-LN transformer -> LayerNorm.
-
-    ``forward(tokens [N, L], token_mask [N, L]) -> (context [N, L, width], context_mask [N, L])``; padding
-    positions of the context are zero, and the context mask is the token mask.
-    """
-
-    def __init__(self, vocab_size: int, max_len: int, width: int, depth: int, heads: int, mlp_ratio: int = 4):
-        super().__init__()
-        self.max_len = max_len
-        self.token = nn.Embedding(vocab_size, width)
-        self.position = nn.Embedding(max_len, width)
-        self.blocks = nn.ModuleList(_Block(width, heads, mlp_ratio) for _ in range(depth))
-        self.norm = nn.LayerNorm(width)
-        nn.init.normal_(self.token.weight, std=0.02)
-        nn.init.normal_(self.position.weight, std=0.02)
-
-    def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        length = tokens.shape[1]
-        if length > self.max_len:
-            raise ValueError(f"LayoutEncoder: {length} tokens, more than max_len={self.max_len}")
-        mask = token_mask.to(torch.bool)
-        x = self.token(tokens) + self.position(torch.arange(length, device=tokens.device))
-        for block in self.blocks:
-            x = block(x, mask)
-        return self.norm(x) * mask[..., None], mask
-
-
 def build_encoder(cfg: LayoutConfig) -> nn.Module:
-    """The layout transformer for ``cfg`` (vocabulary and length from the tokenizer)."""
+    """``tau_theta``: the :class:`~ldmkit.networks.transformer.TokenTransformer` over the layout vocabulary."""
+    from ldmkit.networks.transformer import TokenTransformer
+
     tok = tokenizer_for(cfg)
-    return LayoutEncoder(tok.vocab_size, tok.length, cfg.width, cfg.depth, cfg.heads, cfg.mlp_ratio)
+    return TokenTransformer(tok.vocab_size, cfg.width, cfg.depth, cfg.heads, tok.length, dropout=cfg.dropout)
 
 
 def tokenizer_for(cfg: LayoutConfig) -> LayoutTokenizer:
@@ -327,20 +311,41 @@ class LayoutContext:
     """The ``layout`` ContextKind: batches' boxes or requested layouts -> ``Cond(tokens, token_mask)``.
 
     ``context_encoder`` (the transformer) is part of the denoiser, which fills ``context``/``context_mask``.
+    The empty layout (all padding, :func:`~ldmkit.conditioning.class_label.null_condition`'s tokens) is the
+    unconditional one.
     """
+
+    accepts = ("layouts",)
 
     def __init__(self, cfg: LayoutConfig):
         self.cfg = cfg
         self.vocab = VOCABS[cfg.labels]
         self.tokenizer = tokenizer_for(cfg)
         self.context_encoder = build_encoder(cfg)
-        self.width = cfg.width
+        self.context_dim = cfg.width
 
     @property
     def label_names(self) -> tuple[str, ...]:
         return self.vocab.names
 
-    def from_batch(self, batch: Batch, space=None, generator: torch.Generator | None = None) -> Cond:
+    def default_layouts(self, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``n`` fixed layouts that cycle through the labels: image i gets label ``i mod M`` in quadrant
+        ``(i // M) mod 4`` and (when ``max_boxes >= 2``) label ``(i + 1) mod M`` in the opposite quadrant."""
+        corners = torch.tensor([[0.05, 0.05], [0.55, 0.05], [0.55, 0.55], [0.05, 0.55]])
+        m = len(self.vocab.names)
+        out = []
+        for i in range(n):
+            q = (i // m) % 4
+            quads = [q, (q + 2) % 4][:min(2, self.cfg.max_boxes)]
+            boxes = torch.cat([corners[quads], corners[quads] + 0.4], dim=1)
+            out.append((boxes, torch.tensor([i % m, (i + 1) % m][:len(quads)])))
+        return out
+
+    def default_layouts_json(self, n: int) -> list[list[dict]]:
+        """:meth:`default_layouts` in the JSON form of a layout file."""
+        return [layout_json(b, lab, self.vocab.names) for b, lab in self.default_layouts(n)]
+
+    def from_batch(self, batch: Batch, space=None) -> Cond:
         if batch.boxes is None or batch.box_labels is None:
             raise LayoutError("a layout model trains on a dataset with boxes and box labels (fashion-collage, "
                               "shapes); this batch has none")
@@ -355,17 +360,25 @@ class LayoutContext:
     def from_request(self, n: int, *, space=None, layouts=None, **_) -> Cond | None:
         """``layouts``: one layout or a list, as ``(boxes, labels)`` pairs or parsed JSON lists, cycled to ``n``.
 
-        No layouts: ``None`` (the caller's unconditional request, the empty layout).
+        No layouts: :meth:`default_layouts` (preview grids, ``sample`` without ``--layout``). The empty
+        layout ``[]`` is the unconditional one.
         """
         if layouts is None:
-            return None
-        if isinstance(layouts, tuple) or (isinstance(layouts, list) and layouts and isinstance(layouts[0], dict)):
+            layouts = self.default_layouts(n)
+        if isinstance(layouts, tuple):
             layouts = [layouts]
-        if not layouts:
-            raise LayoutError("layouts: an empty list; give at least one layout (a list of boxes)")
+        elif not (isinstance(layouts, list) and layouts and all(isinstance(v, (list, tuple)) for v in layouts)):
+            layouts = [layouts]  # one layout as a JSON list of boxes (parse_layout names what is wrong)
         pairs = [lay if isinstance(lay, tuple) else parse_layout(lay, self.vocab.names, f"layout {i}")
                  for i, lay in enumerate(layouts)]
         pairs = [(torch.as_tensor(b, dtype=torch.float32), torch.as_tensor(lab).long()) for b, lab in pairs]
         tokens, mask = self.tokenizer.encode_batch(pairs)
         reps = torch.arange(n) % len(pairs)
         return Cond(tokens=tokens[reps], token_mask=mask[reps])
+
+
+def build_kind(cfg) -> LayoutContext:
+    """The layout part of a run config's conditioner (``CONTEXT_KINDS["layout"]``): ``cfg.cond.layout``, checked
+    against ``cfg.data.name`` (its boxes must carry the configured vocabulary)."""
+    check_dataset(cfg.cond.layout, cfg.data.name)
+    return LayoutContext(cfg.cond.layout)

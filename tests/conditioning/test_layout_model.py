@@ -1,0 +1,149 @@
+"""Layout conditioning in a model: the layout changes a tiny denoiser's output, padding does not, the empty layout
+is the null condition; builder checks; end to end: a tiny train on shapes and `ldmkit sample --layout`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ldmkit.cli import main
+from ldmkit.conditioning.class_label import null_condition
+from ldmkit.conditioning.layout import LayoutConfig, LayoutContext
+from ldmkit.denoiser import Denoiser
+from ldmkit.images import read_png_metadata
+from ldmkit.networks.unet import UNet, unet_config
+from ldmkit.registry import ConfigError
+
+ABAR = torch.linspace(0.99, 0.01, 10, dtype=torch.float64)
+
+
+def layout_denoiser(seed: int = 0) -> tuple[Denoiser, LayoutContext]:
+    torch.manual_seed(seed)
+    kind = LayoutContext(LayoutConfig(labels="shapes", max_boxes=3, coord_bins=8, width=16, depth=1, heads=2))
+    net = UNet(unet_config("tiny", context_dim=16, in_channels=3))
+    for p in net.parameters():  # zero-initialised output layers would hide the context's effect
+        if p.dim() > 1 and float(p.detach().abs().max()) == 0.0:
+            torch.nn.init.normal_(p, std=0.05)
+    return Denoiser(net, ABAR, "eps", context_encoder=kind.context_encoder).eval(), kind
+
+
+A = [{"label": "red circle", "box": [0.1, 0.1, 0.5, 0.5]}]
+B = [{"label": "blue square", "box": [0.5, 0.4, 0.9, 0.9]}]
+
+
+def test_layout_changes_the_output_and_padding_does_not():
+    den, kind = layout_denoiser()
+    x, t = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)), torch.tensor([3, 7])
+    ca, cb = kind.from_request(2, layouts=A), kind.from_request(2, layouts=B)
+    with torch.no_grad():
+        ea, ea2, eb = den(x, t, ca).eps, den(x, t, kind.from_request(2, layouts=A)).eps, den(x, t, cb).eps
+        padded = ca.map(lambda v: v.clone())
+        padded.tokens[~padded.token_mask] = 5  # garbage behind the mask
+        ep = den(x, t, padded).eps
+        en = den(x, t, null_condition(ca)).eps
+    assert torch.equal(ea, ea2)
+    assert not torch.allclose(ea, eb, atol=1e-4)  # another layout, another prediction
+    assert torch.allclose(ea, ep, atol=1e-5)  # padding tokens change nothing
+    assert not torch.allclose(ea, en, atol=1e-4)  # the layout is not ignored
+
+
+def test_null_layout_is_the_empty_layout():
+    den, kind = layout_denoiser()
+    x, t = torch.randn(1, 3, 16, 16), torch.tensor([5])
+    empty = kind.from_request(1, layouts=[[]])
+    assert not empty.token_mask.any()
+    with torch.no_grad():
+        e_empty = den(x, t, empty).eps
+        e_null = den(x, t, null_condition(kind.from_request(1, layouts=A))).eps
+    assert torch.allclose(e_empty, e_null, atol=1e-6)
+
+
+TINY_SHAPES = """
+data: {name: shapes, length: 64, image_size: 16}
+cond:
+  context: layout
+  layout: {labels: shapes, max_boxes: 3, coord_bins: 8, width: 16, depth: 1, heads: 2}
+unet: {in_channels: 3, model_channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attention_levels: [1],
+       num_heads: 2, norm_groups: 4, context_dim: 16}
+diffusion: {schedule: linear, num_timesteps: 40, cond_drop_prob: 0.2}
+train: {lr: 1.0e-3, warmup_steps: 1, batch_size: 8, max_steps: 3, log_every: 1, checkpoint_every: 3,
+        sample_every: 0, keep_last: 1, ema_decay: 0.9}
+sample: {sampler: ddim, steps: 3, num_images: 4}
+"""
+
+
+def test_builder_checks_the_dataset_and_width():
+    import yaml
+
+    from ldmkit.config import config_from_data
+    from ldmkit.pipelines import build_conditioner
+
+    data = yaml.safe_load(TINY_SHAPES)
+    cond = build_conditioner(config_from_data(data))
+    assert cond.accepts == ("layouts",) and cond.context_encoder is not None
+    data["cond"]["layout"]["labels"] = "fashion-mnist"
+    with pytest.raises(ConfigError, match="set cond.layout.labels='shapes'"):
+        build_conditioner(config_from_data(data))
+    data["cond"]["layout"]["labels"] = "shapes"
+    data["unet"]["context_dim"] = 32
+    with pytest.raises(ConfigError, match="context_dim"):
+        build_conditioner(config_from_data(data))
+
+
+def test_train_and_sample_with_a_layout_file(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY_SHAPES)
+    run = tmp_path / "run"
+    assert main(["train", str(cfg), "--out", str(run), "--no-progress"]) == 0
+    layout = tmp_path / "layout.json"
+    layout.write_text(json.dumps([A, A + B]))
+    npz = tmp_path / "s.npz"
+    assert main(["sample", str(run), "--layout", str(layout), "-n", "3", "--steps", "2", "--npz", str(npz)]) == 0
+    images = np.load(npz)["images"]
+    assert images.shape == (3, 16, 16, 3)
+    again = tmp_path / "again.npz"
+    assert main(["sample", str(run), "--layout", str(layout), "-n", "3", "--steps", "2", "--npz", str(again)]) == 0
+    assert np.array_equal(images, np.load(again)["images"])
+    # --out-dir PNGs store each image's layout; --from-png regenerates image 1 (layout A + B) exactly
+    out = tmp_path / "pngs"
+    assert main(["sample", str(run), "--layout", str(layout), "-n", "2", "--steps", "2", "--out-dir", str(out)]) == 0
+    meta = read_png_metadata(out / "00001.png")
+    assert json.loads(meta["layout"]) == A + B and "--layout" in meta["reproduce"]
+    regen = tmp_path / "regen.npz"
+    assert main(["sample", "--from-png", str(out / "00001.png"), "--npz", str(regen)]) == 0
+    assert np.array_equal(np.load(regen)["images"][0], np.asarray(Image.open(out / "00001.png")))
+    inline = tmp_path / "inline.npz"  # inline JSON = the file's first layout
+    assert main(["sample", str(run), "--layout", json.dumps(A), "-n", "1", "--steps", "2", "--npz", str(inline)]) == 0
+    assert np.array_equal(np.load(inline)["images"][0], images[0])
+    capsys.readouterr()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"label": "pink circle", "box": [0.1, 0.1, 0.5, 0.5]}]))
+    assert main(["sample", str(run), "--layout", str(bad), "-n", "1", "--steps", "2"]) == 2
+    assert "unknown label" in capsys.readouterr().err
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps([{"label": "red circle", "box": [0.1, 0.1, 1.5, 0.5]}]))
+    assert main(["sample", str(run), "--layout", str(outside), "-n", "1", "--steps", "2"]) == 2
+    assert "must lie in [0, 1]" in capsys.readouterr().err
+    many = json.dumps([{"label": 0, "box": [0.1, 0.1, 0.2, 0.2]}] * 4)
+    assert main(["sample", str(run), "--layout", many, "-n", "1", "--steps", "2"]) == 2
+    assert "more than this model's max_boxes=3" in capsys.readouterr().err
+
+
+def test_layout_for_a_model_without_layouts_is_refused(tmp_path, capsys):
+    import yaml
+
+    data = yaml.safe_load(TINY_SHAPES)
+    del data["cond"]
+    data["unet"].pop("context_dim")
+    data["diffusion"].pop("cond_drop_prob")
+    cfg = tmp_path / "plain.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run"), "--no-progress", "--train.max_steps=1",
+                 "--train.checkpoint_every=1"]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(tmp_path / "run"), "--layout", json.dumps(A), "-n", "1", "--steps", "2"]) == 2
+    assert "--layout: layouts: this model does not take layouts" in capsys.readouterr().err
