@@ -322,7 +322,8 @@ def concat_part(loaded, task: str, use: str):
 
 def _concat_settings(loaded, steps: int | None, sampler: str | None, eta: float | None) -> dict:
     cfg = loaded.config
-    steps = steps if steps is not None else (cfg.sample.steps or loaded.process.num_timesteps)
+    if steps is None:  # `is None`: a stored steps of 0 must not become all T steps
+        steps = loaded.process.num_timesteps if cfg.sample.steps is None else cfg.sample.steps
     _check_steps(steps, loaded)
     sampler = sampler or cfg.sample.sampler
     lookup(SAMPLERS, sampler, "sampler")
