@@ -37,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--extractor", default=None, help="feature extractor (default: the evaluation default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", default=None, help="write the rows here")
-    p.add_argument("--plot", default=None, help="write the FID / accuracy curves here (PNG, needs matplotlib)")
+    p.add_argument("--plot", default=None, help="write the FID / accuracy curves here (PNG)")
     return p.parse_args(argv)
 
 
@@ -86,24 +86,48 @@ def sweep_model(name: str, path: str, args, extractor) -> list[dict]:
     return rows
 
 
+COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
+
+
 def plot(rows: list[dict], path: str) -> None:
-    import matplotlib
+    """FID and accuracy against the guidance scale, one curve per model, as a PNG drawn with Pillow."""
+    from PIL import Image, ImageDraw
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    names = list(dict.fromkeys(r["model"] for r in rows))
+    scales = sorted({r["guidance_scale"] for r in rows})
+    img = Image.new("RGB", (900, 380), "white")
+    draw = ImageDraw.Draw(img)
+    panels = [("fid", "FID (lower is better)", (70, 40, 420, 320)), ("accuracy", "class accuracy", (520, 40, 870, 320))]
+    for key, title, (left, top, right, bottom) in panels:
+        values = [r[key] for r in rows]
+        lo, hi = min(values), max(values)
+        lo, hi = (lo - 1, hi + 1) if hi == lo else (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+        if key == "accuracy":
+            lo, hi = 0.0, 1.0
+        s_lo, s_hi = scales[0], max(scales[-1], scales[0] + 1e-9)
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for name in dict.fromkeys(r["model"] for r in rows):
-        rs = [r for r in rows if r["model"] == name]
-        s = [r["guidance_scale"] for r in rs]
-        a.plot(s, [r["fid"] for r in rs], "o-", label=name)
-        b.plot(s, [100 * r["accuracy"] for r in rs], "o-", label=name)
-    a.set(xlabel="guidance scale", ylabel="FID (lower is better)")
-    b.set(xlabel="guidance scale", ylabel="class accuracy (%)")
-    b.legend()
-    fig.tight_layout()
+        def px(s, v, left=left, right=right, top=top, bottom=bottom, lo=lo, hi=hi, s_lo=s_lo, s_hi=s_hi):
+            return left + (s - s_lo) / (s_hi - s_lo) * (right - left), bottom - (v - lo) / (hi - lo) * (bottom - top)
+
+        draw.rectangle([left, top, right, bottom], outline="black")
+        draw.text(((left + right) / 2, top - 20), title, fill="black", anchor="mm")
+        draw.text(((left + right) / 2, bottom + 28), "guidance scale", fill="black", anchor="mt")
+        for s in scales:
+            draw.text((px(s, lo)[0], bottom + 6), f"{s:g}", fill="black", anchor="mt")
+        for i in range(5):
+            v = lo + (hi - lo) * i / 4
+            draw.text((left - 6, px(s_lo, v)[1]), f"{v:.3g}", fill="black", anchor="rm")
+        for k, name in enumerate(names):
+            pts = [px(r["guidance_scale"], r[key]) for r in rows if r["model"] == name]
+            color = COLORS[k % len(COLORS)]
+            if len(pts) > 1:
+                draw.line(pts, fill=color, width=2)
+            for x, y in pts:
+                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
+            if key == "accuracy":
+                draw.text((right - 8, bottom - 12 - 16 * k), name, fill=color, anchor="rb")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    img.save(path)
 
 
 def main(argv=None) -> int:

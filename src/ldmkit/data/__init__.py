@@ -101,6 +101,9 @@ class DataConfig:
         if self.pad_to is not None and self.name != "fashion-mnist":
             raise ConfigError(f"data.pad_to={self.pad_to} is for Fashion-MNIST only (data.name={self.name!r} sets "
                               "its size with data.image_size); leave it null")
+        if self.captions and self.name not in ("fashion-mnist", "shapes"):
+            raise ConfigError(f"data.captions=true: data.name={self.name!r} has no captions; valid: fashion-mnist, "
+                              "shapes")
         if self.channels is not None and self.channels not in (1, 3):
             raise ValueError(f"data.channels must be 1 or 3 (or null for the dataset's own), got {self.channels!r}")
         if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 1):
