@@ -39,6 +39,17 @@ def test_find_item_on_a_drawn_canvas():
     gray[40:50, 40:60] = 0.9  # another item far away
     assert find_item(gray, (6 / 64, 12 / 64, 18 / 64, 28 / 64)) == (5 / 64, 10 / 64, 20 / 64, 30 / 64)
     assert find_item(gray, (0.0, 0.8, 0.1, 0.95)) is None  # nothing there
+    gray[25:45, 19:41] = 0.5  # a bridge merges the two items: the found extent is the merged one
+    assert find_item(gray, (6 / 64, 12 / 64, 18 / 64, 28 / 64)) == (5 / 64, 10 / 64, 60 / 64, 50 / 64)
+
+
+def test_noise_finds_no_clean_item():
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.rand(4, 1, 64, 64, generator=gen) * 2 - 1
+    boxes = [torch.tensor([[0.1, 0.1, 0.4, 0.5], [0.6, 0.5, 0.9, 0.9]])] * 4
+    labels = [torch.tensor([0, 7])] * 4
+    clf = lambda crops: torch.zeros(len(crops), 10)  # class 0 always: only the IoU matters here
+    assert summarize(score_collage(noise, boxes, labels, clf))["iou_ok"] == 0.0
 
 
 def test_square_crop_geometry():

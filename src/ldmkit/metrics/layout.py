@@ -3,8 +3,8 @@
 Two evaluators, one per layout dataset; both return one :class:`BoxScore` per requested box:
 
 * :func:`score_collage` (``fashion-collage``, grayscale): the item's own box is found by thresholding the
-  sample near the request (pixels above ``threshold`` in the request enlarged by ``margin``), keeping the
-  8-connected components that reach into the requested box, and taking their bounding box. The class is the
+  sample (pixels above ``threshold``), keeping the 8-connected components that reach into the requested box,
+  and taking their bounding box (an item merged with a neighbour or with noise gets the merged extent). The class is the
   Fashion-MNIST classifier's on a square crop centred on the found box (side = its longer side, background
   padded), resized to 28x28: Fashion-MNIST items span the full 28 pixels along their longer side and are
   centred, so that crop is what the classifier was trained on. A box with no item in it scores class -1.
@@ -70,28 +70,22 @@ def _pixels(box: Sequence[float], h: int, w: int) -> tuple[int, int, int, int]:
     return x0, y0, x1, y1
 
 
-def _region(box: Sequence[float], h: int, w: int, margin: float) -> tuple[int, int, int, int]:
-    """The pixel bounds of ``box`` enlarged by ``margin`` times its size on every side."""
-    bw, bh = box[2] - box[0], box[3] - box[1]
-    return _pixels((box[0] - margin * bw, box[1] - margin * bh, box[2] + margin * bw, box[3] + margin * bh), h, w)
-
-
-def find_item(gray: np.ndarray, box: Sequence[float], threshold: float = 0.1,
-              margin: float = 0.25) -> tuple[float, float, float, float] | None:
+def find_item(gray: np.ndarray, box: Sequence[float], threshold: float = 0.1) -> tuple[float, float, float, float] | None:
     """The bounding box (in [0, 1]) of the bright item in ``gray`` ([H, W] in [0, 1]) at a requested box.
 
-    Components of ``gray > threshold`` inside the request enlarged by ``margin`` that reach into the request.
+    The item is the union of the 8-connected components of ``gray > threshold`` (over the whole image) that
+    reach into the request, so an item spilling out of its box, or merged with a neighbour or with noise,
+    gets its whole extent and a lower IoU; None when no pixel in the request is bright.
     """
     h, w = gray.shape
-    rx0, ry0, rx1, ry1 = _region(box, h, w, margin)
     bx0, by0, bx1, by1 = _pixels(box, h, w)
-    labels, _ = ndimage.label(gray[ry0:ry1, rx0:rx1] > threshold, structure=_EIGHT)
-    inside = labels[by0 - ry0:by1 - ry0, bx0 - rx0:bx1 - rx0]
+    labels, _ = ndimage.label(gray > threshold, structure=_EIGHT)
+    inside = labels[by0:by1, bx0:bx1]
     keep = np.unique(inside[inside > 0])
     if len(keep) == 0:
         return None
     ys, xs = np.nonzero(np.isin(labels, keep))
-    return ((xs.min() + rx0) / w, (ys.min() + ry0) / h, (xs.max() + 1 + rx0) / w, (ys.max() + 1 + ry0) / h)
+    return xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h
 
 
 def square_crop(image: torch.Tensor, box: Sequence[float], size: int = 28) -> torch.Tensor:
@@ -107,7 +101,7 @@ def square_crop(image: torch.Tensor, box: Sequence[float], size: int = 28) -> to
 
 
 def score_collage(images: torch.Tensor, boxes: Sequence[torch.Tensor], labels: Sequence[torch.Tensor],
-                  classifier, *, threshold: float = 0.1, margin: float = 0.25) -> list[list[BoxScore]]:
+                  classifier, *, threshold: float = 0.1) -> list[list[BoxScore]]:
     """Score collage samples ``images [N, 1, H, W]`` in [-1, 1] against their requested layouts.
 
     Args:
@@ -122,7 +116,7 @@ def score_collage(images: torch.Tensor, boxes: Sequence[torch.Tensor], labels: S
         gray = ((img[0] + 1) / 2).clamp(0, 1).numpy()
         row = []
         for box in req.tolist():
-            item = find_item(gray, box, threshold, margin)
+            item = find_item(gray, box, threshold)
             row.append(item)
             crops.append(square_crop(img, item if item is not None else box))
         found.append(row)
@@ -183,22 +177,22 @@ def palette_labels(rgb: np.ndarray, color_tol: float = 40.0,
     return np.where((r <= color_tol) & (a >= min_alpha), best + 1, 0), a
 
 
-def detect_shape(rgb: np.ndarray, box: Sequence[float], color_tol: float = 40.0,
-                 margin: float = 0.25) -> tuple[int, int, tuple[float, float, float, float]] | None:
+def detect_shape(rgb: np.ndarray, box: Sequence[float],
+                 color_tol: float = 40.0) -> tuple[int, int, tuple[float, float, float, float]] | None:
     """``(kind, colour, found box)`` of the object at a requested box in ``rgb [H, W, 3]`` (0..255), or None.
 
-    The object is the 4-connected component of one palette colour (:func:`palette_labels`) with the most pixels
-    inside the request, searched in the request enlarged by ``margin``.
+    The object is the 4-connected component (over the whole image) of one palette colour
+    (:func:`palette_labels`) with the most pixels inside the request.
     """
     h, w, _ = rgb.shape
-    rx0, ry0, rx1, ry1 = _region(box, h, w, margin)
     bx0, by0, bx1, by1 = _pixels(box, h, w)
-    nearest, alpha = palette_labels(rgb[ry0:ry1, rx0:rx1], color_tol)
+    nearest, alpha = palette_labels(rgb, color_tol)
     best = None
-    for c in np.unique(nearest[nearest > 0]):
+    for c in np.unique(nearest[by0:by1, bx0:bx1]):
+        if c == 0:
+            continue
         comps, _ = ndimage.label(nearest == c)
-        inside = comps[by0 - ry0:by1 - ry0, bx0 - rx0:bx1 - rx0]
-        counts = np.bincount(inside.ravel(), minlength=comps.max() + 1)
+        counts = np.bincount(comps[by0:by1, bx0:bx1].ravel(), minlength=comps.max() + 1)
         counts[0] = 0
         k = int(counts.argmax())
         if counts[k] and (best is None or counts[k] > best[0]):
@@ -207,13 +201,12 @@ def detect_shape(rgb: np.ndarray, box: Sequence[float], color_tol: float = 40.0,
         return None
     _, color, mask = best
     ys, xs = np.nonzero(mask)
-    found = ((xs.min() + rx0) / w, (ys.min() + ry0) / h, (xs.max() + 1 + rx0) / w, (ys.max() + 1 + ry0) / h)
+    found = (xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h)
     return shape_kind(np.where(mask, alpha, 0.0)), color, found
 
 
 def score_shapes(images: torch.Tensor, boxes: Sequence[torch.Tensor], kinds: Sequence[torch.Tensor],
-                 colors: Sequence[torch.Tensor], *, color_tol: float = 40.0,
-                 margin: float = 0.25) -> list[list[BoxScore]]:
+                 colors: Sequence[torch.Tensor], *, color_tol: float = 40.0) -> list[list[BoxScore]]:
     """Score shapes samples ``images [N, 3, H, W]`` in [-1, 1]; class = ``colour * 3 + kind`` (the layout
     vocabulary "shapes"), so ``class_ok`` needs both kind and colour right."""
     arr = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().permute(0, 2, 3, 1).numpy()
@@ -222,7 +215,7 @@ def score_shapes(images: torch.Tensor, boxes: Sequence[torch.Tensor], kinds: Seq
     for rgb, req, kind, color in zip(arr, boxes, kinds, colors, strict=True):
         row = []
         for box, k, c in zip(req.tolist(), kind.tolist(), color.tolist(), strict=True):
-            hit = detect_shape(rgb, box, color_tol, margin)
+            hit = detect_shape(rgb, box, color_tol)
             want = int(c) * n_kinds + int(k)
             if hit is None:
                 row.append(BoxScore(want, -1, None, 0.0))
