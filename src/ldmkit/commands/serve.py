@@ -90,6 +90,14 @@ def allowed_hosts(host: str, extra: list[str]) -> list[str]:
     return out + [h for h in extra if h not in out]
 
 
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host.strip("[]"), 0))
+        return s.getsockname()[1]
+
+
 def run(args) -> int:
     from ldmkit.commands._common import UsageError, device, load_model
 
@@ -115,10 +123,11 @@ def run(args) -> int:
     loaded = {name: load_model(path, device=where) for name, path in sources.items()}  # clear errors, exit 1/2
     app = create_app(loaded, token=token, limits=Limits(max_queue=args.max_queue, max_n=args.max_n),
                      allowed_hosts=hosts, device=where)
+    port = args.port or _free_port(args.host)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else shown
-    url = f"http://{shown}:{args.port}/" + (f"#token={token}" if token else "")
+    url = f"http://{shown}:{port}/" + (f"#token={token}" if token else "")
     print(f"ldmkit serve: {len(sources)} model(s): {', '.join(sources)}; open {url}  (Host names allowed: "
           f"{', '.join(hosts)}; Ctrl-C stops)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=port, log_level="warning")
     return 0
