@@ -147,3 +147,26 @@ def test_layout_for_a_model_without_layouts_is_refused(tmp_path, capsys):
     capsys.readouterr()
     assert main(["sample", str(tmp_path / "run"), "--layout", json.dumps(A), "-n", "1", "--steps", "2"]) == 2
     assert "--layout: layouts: this model does not take layouts" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("preset", "dataset", "labels", "in_channels"),
+                         [("ldm_layout_shapes", "shapes", "shapes", 3),
+                          ("ldm_layout_collage", "fashion-collage", "fashion-mnist", 4)])
+def test_presets_load_and_fit(preset, dataset, labels, in_channels):
+    from pathlib import Path
+
+    from ldmkit.config import load_config
+    from ldmkit.pipelines import build_conditioner
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    cfg = load_config(root / f"{preset}.yaml")
+    part = build_conditioner(cfg).parts["context"]  # checks the dataset's vocabulary and unet.context_dim
+    assert (cfg.data.name, cfg.cond.layout.labels, cfg.unet.in_channels) == (dataset, labels, in_channels)
+    assert part.context_dim == cfg.unet.context_dim and cfg.diffusion.cond_drop_prob > 0
+    if dataset == "fashion-collage":  # its own first stage: 1 channel, f = 4 on the 64x64 canvas
+        import yaml
+
+        ae = yaml.safe_load((root / "ae_kl_f4_collage.yaml").read_text())
+        assert cfg.first_stage == "runs/ae_kl_f4_collage" and ae["data"]["name"] == "fashion-collage"
+        assert ae["model"]["in_channels"] == 1 and 2 ** (len(ae["model"]["channel_mult"]) - 1) == 4
+        assert cfg.cond.layout.max_boxes >= 4  # the dataset's most items per canvas
