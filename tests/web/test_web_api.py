@@ -25,12 +25,13 @@ def test_models_lists_task_size_conditioning_and_endpoints(client):
     by_id = {m["id"]: m for m in data["models"]}
     demo, cond = by_id["demo"], by_id["cond"]
     assert demo["image_size"] == {"channels": 1, "height": 28, "width": 28}
-    assert demo["conditioning"] == {"type": "none", "classes": None, "prompts": False, "layout": False}
+    assert demo["conditioning"] == {"type": "none", "classes": None, "accepts": [], "prompts": False, "layout": False}
     assert demo["endpoints"] == ["generate", "inpaint", "img2img"]
     assert "no upscale task" in demo["unsupported"]["upscale"]
     assert demo["task"].startswith("unconditional image generation")
     assert demo["figures"]["num_timesteps"] == 1000 and demo["figures"]["trained_steps"] == 612
     assert cond["conditioning"]["classes"] == ["class 0", "class 1", "class 2"]
+    assert cond["conditioning"]["accepts"] == ["labels"]
     assert cond["task"].startswith("class-conditional")
     assert data["limits"]["max_n"] == 16 and "ddim" in data["samplers"]
 
@@ -245,3 +246,51 @@ def test_openapi_schema_describes_the_api(client):
     props = schema["components"]["schemas"]["GenerateRequest"]["properties"]
     assert {"model", "n", "sampler", "steps", "guidance_scale", "seed", "labels", "prompt", "layout"} <= set(props)
     assert client.get("/docs").status_code == 404  # the Swagger page loads from a CDN: off (offline)
+
+
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory):
+    """A tiny text-to-image model (scratch token transformer, random weights nudged off their init)."""
+    pytest.importorskip("tokenizers", reason="text models need the text extra")
+    from ldmkit import pipelines
+    from ldmkit.config import config_from_data
+    from ldmkit.training.checkpoint import save_checkpoint
+
+    cfg = config_from_data({
+        "data": {"name": "fashion-mnist", "captions": True},
+        "unet": {"in_channels": 1, "model_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
+                 "attention_levels": [1], "num_heads": 2, "norm_groups": 4, "context_dim": 16},
+        "cond": {"context": "text", "text": {"encoder": "scratch", "max_tokens": 16, "width": 16, "depth": 1,
+                                             "heads": 2}},
+        "diffusion": {"num_timesteps": 40}, "sample": {"sampler": "ddim", "steps": 2, "guidance_scale": 2.0}})
+    torch.manual_seed(0)
+    process = pipelines.build_process(cfg)
+    den = pipelines.build_denoiser(cfg, process, pipelines.build_conditioner(cfg))
+    with torch.no_grad():
+        for p in den.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    tensors = {k: v.contiguous() for k, v in den.state_dict().items()}
+    root = tmp_path_factory.mktemp("webtext")
+    return pipelines.load_model(save_checkpoint(root / "text", 0, config=pipelines.config_dict(cfg),
+                                                tensors={"model": tensors}))
+
+
+def test_a_text_model_takes_prompts_through_its_conditioner(text_model):
+    from fastapi.testclient import TestClient
+
+    from ldmkit.web.app import create_app
+
+    c = TestClient(create_app({"text": text_model}), base_url="http://127.0.0.1")
+    info = c.get("/api/models").json()["models"][0]
+    assert info["conditioning"]["prompts"] is True and info["task"].startswith("text-to-image")
+    body = {"model": "text", "n": 1, "steps": 2, "seed": 0}
+    a = wait_done(c, c.post("/api/generate", json={**body, "prompt": "an ankle boot"}).json()["job_id"])
+    b = wait_done(c, c.post("/api/generate", json={**body, "prompt": "a pair of trousers"}).json()["job_id"])
+    assert a["state"] == b["state"] == "done", (a["error"], b["error"])
+    assert a["images"][0]["metadata"]["prompt"] == "an ankle boot"
+    assert "--prompt 'an ankle boot'" in a["images"][0]["metadata"]["reproduce"]
+    direct = to_uint8(text_model.generate(1, steps=2, sampler="ddim", prompts=["an ankle boot"], guidance_scale=2.0))
+    np.testing.assert_array_equal(decode_png(a["images"][0]["png_base64"]), direct[0][..., 0])
+    assert not np.array_equal(decode_png(a["images"][0]["png_base64"]), decode_png(b["images"][0]["png_base64"]))
+    r = c.post("/api/generate", json={**body, "layout": [{"x0": 0, "y0": 0, "x1": 1, "y1": 1, "label": "bag"}]})
+    assert r.status_code == 400 and "does not take layout boxes" in r.json()["detail"]

@@ -101,11 +101,14 @@ def create_app(models: Mapping[str, Any], token: str | None = None, limits: Limi
         scale = ops.check_guidance(req.guidance_scale, m, limits)
         labels = ops.check_labels(req.labels, req.n, m)
         shape, size = ops.generation_shape(m, req.height, req.width, limits)
+        layout = None if not req.layout else [{"label": b.label, "box": [b.x0, b.y0, b.x1, b.y1]} for b in req.layout]
+        cond = ops.request_cond(m, req.n, labels=labels, prompt=req.prompt, layout=req.layout)
         p = {"n": req.n, "sampler": req.sampler or cfg.sample.sampler, "steps": steps,
              "eta": cfg.sample.eta if req.eta is None else req.eta, "seed": req.seed, "guidance_scale": scale,
-             "labels": None if labels is None else labels.tolist(), "size": size}
+             "labels": None if labels is None else labels.tolist(), "size": size, "prompt": req.prompt or None,
+             "layout": layout}
         total = steps * -(-req.n // ops.BATCH_SIZE)
-        return submit(m, "generate", total, p, ops.generate_work(m, p, shape, labels))
+        return submit(m, "generate", total, p, ops.generate_work(m, p, shape, labels, cond))
 
     @app.post("/api/inpaint", status_code=202, response_model=JobAccepted,
               summary="Fill the white part of a mask (RePaint; a job)")

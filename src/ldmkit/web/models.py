@@ -18,26 +18,42 @@ TASKS = ("generate", "inpaint", "img2img", "upscale")
 _ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
-def class_names(cfg: Any) -> list[str] | None:
-    """Names of a class-conditional model's classes (Fashion-MNIST's for a Fashion-MNIST model), else ``None``."""
-    k = cfg.unet.num_classes
+def accepts(loaded: Any) -> tuple[str, ...]:
+    """The request arguments the model takes (``labels``, ``prompts``, ``layouts``, ``images``, ``masks``)."""
+    conditioner = getattr(loaded, "conditioner", None)
+    if conditioner is not None:
+        return tuple(conditioner.accepts)
+    return ("labels",) if loaded.config.unet.num_classes is not None else ()
+
+
+def class_names(loaded: Any) -> list[str] | None:
+    """Names of a class-conditional model's classes, else ``None``."""
+    k = loaded.config.unet.num_classes
     if k is None:
         return None
-    if cfg.data.name == "fashion-mnist" and k == 10:
+    names = getattr(getattr(loaded, "conditioner", None), "class_names", None)
+    if names:
+        return list(names)
+    if loaded.config.data.name == "fashion-mnist" and k == 10:
         from ldmkit.data import CLASS_NAMES
 
         return list(CLASS_NAMES)
     return [f"class {i}" for i in range(k)]
 
 
-def takes_prompts(cfg: Any) -> bool:
-    """Whether the model is conditioned on text (no text model exists yet: always ``False`` today)."""
-    return False
+def takes_prompts(loaded: Any) -> bool:
+    """Whether the model is conditioned on text prompts."""
+    return "prompts" in accepts(loaded)
 
 
-def takes_layout(cfg: Any) -> bool:
-    """Whether the model is conditioned on layout boxes (none exists yet: always ``False`` today)."""
-    return False
+def takes_layout(loaded: Any) -> bool:
+    """Whether the model is conditioned on layout boxes."""
+    return "layouts" in accepts(loaded)
+
+
+def is_conditional(loaded: Any) -> bool:
+    """Whether classifier-free guidance has anything to act on (class labels or a prompt / layout)."""
+    return bool({"labels", "prompts", "layouts"} & set(accepts(loaded)))
 
 
 def upscaler(loaded: Any) -> Callable[..., Any] | None:
@@ -81,9 +97,10 @@ class ServedModel:
         from ldmkit.pipelines import image_shape
 
         cfg, loaded = self.loaded.config, self.loaded
-        names = class_names(cfg)
+        names = class_names(loaded)
         c, h, w = image_shape(cfg)
-        kind = "class-conditional" if names is not None else "unconditional"
+        kind = ("text-to-image" if takes_prompts(loaded) else "layout-to-image" if takes_layout(loaded)
+                else "class-conditional" if names is not None else "unconditional")
         space = "latent" if cfg.first_stage else "pixel"
         params = sum(p.numel() for p in loaded.denoiser.parameters())
         return {
@@ -93,7 +110,8 @@ class ServedModel:
             "size_factor": size_factor(loaded),
             "image_channels": image_channels(loaded),
             "conditioning": {"type": "class" if names is not None else "none", "classes": names,
-                             "prompts": takes_prompts(cfg), "layout": takes_layout(cfg)},
+                             "accepts": list(accepts(loaded)),
+                             "prompts": takes_prompts(loaded), "layout": takes_layout(loaded)},
             "endpoints": [t for t in TASKS if self.tasks.get(t) is None],
             "unsupported": {t: why for t, why in self.tasks.items() if why is not None},
             "defaults": {"sampler": cfg.sample.sampler, "steps": cfg.sample.steps or loaded.process.num_timesteps,

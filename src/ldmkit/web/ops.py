@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import json
 import math
 import shlex
 import tempfile
@@ -23,7 +24,7 @@ import torch
 from ldmkit import editing
 from ldmkit.images import save_png, to_uint8
 from ldmkit.web.jobs import Job, Result
-from ldmkit.web.models import ServedModel, class_names, takes_layout, takes_prompts, upscaler
+from ldmkit.web.models import ServedModel, class_names, is_conditional, takes_layout, takes_prompts, upscaler
 from ldmkit.web.schemas import Limits
 
 BATCH_SIZE = 64  # pipelines.generate's batch: progress totals count one grid per batch
@@ -79,7 +80,7 @@ def check_steps(steps: int | None, served: ServedModel, limits: Limits) -> int:
 def check_guidance(scale: float | None, served: ServedModel, limits: Limits) -> float:
     cfg = served.loaded.config
     scale = cfg.sample.guidance_scale if scale is None else float(scale)
-    if cfg.unet.num_classes is None and scale != 1.0:
+    if not is_conditional(served.loaded) and scale != 1.0:
         raise RequestError(422, f"guidance_scale={scale}: model {served.id} is unconditional, so the only "
                                 "allowed value is 1 (no guidance)")
     if not 0.0 <= scale <= limits.max_guidance:
@@ -89,7 +90,7 @@ def check_guidance(scale: float | None, served: ServedModel, limits: Limits) -> 
 
 def check_labels(labels: list[int] | None, n: int, served: ServedModel) -> torch.Tensor | None:
     """``[n]`` int64 labels (given ones repeated to ``n``; default ``i mod K``), ``None`` when unconditional."""
-    names = class_names(served.loaded.config)
+    names = class_names(served.loaded)
     if names is None:
         if labels:
             raise RequestError(422, f"labels: model {served.id} is unconditional: it takes no class labels")
@@ -105,13 +106,39 @@ def check_labels(labels: list[int] | None, n: int, served: ServedModel) -> torch
 
 
 def check_conditioning(served: ServedModel, prompt: str | None, layout: list | None) -> None:
-    """400 for a prompt / layout that the model cannot take (no text or layout model exists yet)."""
-    cfg = served.loaded.config
-    kind = "class-conditional (pick a class with labels)" if cfg.unet.num_classes else "unconditional"
-    if prompt and not takes_prompts(cfg):
+    """400 for a prompt / layout that the model cannot take."""
+    loaded = served.loaded
+    kind = ("class-conditional (pick a class with labels)" if loaded.config.unet.num_classes
+            else "conditioned on " + ", ".join(accepts_of(loaded)) if accepts_of(loaded) else "unconditional")
+    if prompt and not takes_prompts(loaded):
         raise RequestError(400, f"prompt: model {served.id} is {kind} and does not take prompts")
-    if layout and not takes_layout(cfg):
+    if layout and not takes_layout(loaded):
         raise RequestError(400, f"layout: model {served.id} is {kind} and does not take layout boxes")
+
+
+def accepts_of(loaded) -> tuple[str, ...]:
+    from ldmkit.web.models import accepts
+
+    return accepts(loaded)
+
+
+def request_cond(served: ServedModel, n: int, *, labels, prompt: str | None, layout: list | None):
+    """The condition of a generate request through the model's own conditioner (``LoadedModel.make_cond``),
+    built before queueing so that a value the model refuses is a 422 naming it; ``None`` when unconditional."""
+    loaded = served.loaded
+    request = {}
+    if labels is not None:
+        request["labels"] = labels
+    if prompt and takes_prompts(loaded):
+        request["prompts"] = [prompt]
+    if layout and takes_layout(loaded):
+        request["layouts"] = [[{"label": b.label, "box": [b.x0, b.y0, b.x1, b.y1]} for b in layout]]
+    if not hasattr(loaded, "make_cond"):
+        return None
+    try:
+        return loaded.make_cond(n, **request)
+    except (ValueError, TypeError) as e:
+        raise RequestError(422, f"model {served.id}: {e}") from None
 
 
 def check_task(served: ServedModel, task: str) -> None:
@@ -192,28 +219,35 @@ def common_metadata(served: ServedModel, method: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ work
-def generate_images(loaded, *, n: int, shape, sampler: str, steps: int, eta: float, seed: int,
-                    labels: torch.Tensor | None, guidance_scale: float) -> torch.Tensor:
+def generate_images(loaded, *, n: int, shape, sampler: str, steps: int, eta: float, seed: int, cond,
+                    guidance_scale: float) -> torch.Tensor:
     """The web server's one call into the library's generation: ``[n, C, H, W]`` in [-1, 1]."""
-    return loaded.generate(n, shape=shape, sampler=sampler, steps=steps, eta=eta, seed=seed, labels=labels,
+    return loaded.generate(n, shape=shape, sampler=sampler, steps=steps, eta=eta, seed=seed, cond=cond,
                            guidance_scale=guidance_scale, batch_size=BATCH_SIZE)
 
 
-def generate_work(served: ServedModel, p: dict[str, Any], shape, labels):
+def generate_work(served: ServedModel, p: dict[str, Any], shape, labels, cond):
     """The job function of ``POST /api/generate`` (``p``: the checked settings)."""
 
     def work(job: Job) -> list[Result]:
         images = generate_images(watched(served.loaded, job), n=p["n"], shape=shape, sampler=p["sampler"],
-                                 steps=p["steps"], eta=p["eta"], seed=p["seed"], labels=labels,
+                                 steps=p["steps"], eta=p["eta"], seed=p["seed"], cond=cond,
                                  guidance_scale=p["guidance_scale"])
         common = {**common_metadata(served, "generate"), "sampler": p["sampler"], "steps": p["steps"],
                   "eta": p["eta"], "guidance_scale": p["guidance_scale"], "size": p["size"]}
+        if p.get("prompt"):
+            common["prompt"] = p["prompt"]
+        if p.get("layout"):
+            common["layout"] = p["layout"]
         out = []
         for i, image in enumerate(to_uint8(images)):
             label = None if labels is None else int(labels[i])
             cmd = (f"ldmkit sample {shlex.quote(common['checkpoint'])} -n 1 --sampler {p['sampler']} "
                    f"--steps {p['steps']} --eta {p['eta']} --seed {p['seed'] + i}"
-                   + ("" if label is None else f" --labels {label} --guidance-scale {p['guidance_scale']}")
+                   + ("" if label is None else f" --labels {label}")
+                   + (f" --prompt {shlex.quote(p['prompt'])}" if p.get("prompt") else "")
+                   + (f" --layout {shlex.quote(json.dumps(p['layout']))}" if p.get("layout") else "")
+                   + (f" --guidance-scale {p['guidance_scale']}" if is_conditional(served.loaded) else "")
                    + ("" if common["weights"] == "ema" else " --no-ema")
                    + (f" --size {p['size']}" if p["size"] else ""))
             meta = {**common, "seed": p["seed"] + i, "index": i, "label": label, "reproduce": cmd}

@@ -83,7 +83,7 @@ function pickModel(id) {
     $(s).max = Math.min(L.max_steps, f.num_timesteps);
   }
   $("guidance").value = m.defaults.guidance_scale;
-  $("guidance").disabled = !classes;
+  $("guidance").disabled = !(classes || prompts || m.conditioning.layout);
   $("guidance").max = L.max_guidance;
   $("n").max = L.max_n;
   $("resample").max = L.max_resample;
@@ -296,7 +296,7 @@ window.addEventListener("DOMContentLoaded", async () => {
     const m = state.model;
     const body = { model: m.id, n: num("n"), sampler: $("sampler").value, steps: num("steps"), seed: num("seed"),
                    labels: classLabels() };
-    if (m.conditioning.classes) body.guidance_scale = num("guidance");
+    if (!$("guidance").disabled) body.guidance_scale = num("guidance");
     if (m.conditioning.prompts && $("prompt").value) body.prompt = $("prompt").value;
     runJob("/api/generate", body);
   });
