@@ -27,7 +27,7 @@ SIZE = 64  # canvas side
 MIN_ITEMS, MAX_ITEMS = 2, 4
 GAP = 2  # pixels between the tight boxes of two items (along x or along y)
 SCALE_RANGE = (28, 44)  # side (pixels) the 28x28 frame of an item is resized to
-MIN_SCALE = 12  # placement shrinks items down to this side when they do not fit
+MIN_SCALE = 20  # placement shrinks items down to this side when they do not fit
 SPLITS = {"train": 0, "test": 1}
 #: the noun phrase of each Fashion-MNIST class in captions
 PHRASES = ("a t-shirt", "a pair of trousers", "a pullover", "a dress", "a coat", "a sandal", "a shirt",
@@ -91,28 +91,30 @@ def place_items(rng: np.random.Generator, images: np.ndarray, labels: np.ndarray
                 max_tries: int = 60) -> list[Item]:
     """Pick 2-4 items from ``images`` and place them without overlap (rejection sampling, shrinking on failure).
 
-    The frame of an item may leave the canvas as long as its nonzero pixels stay inside.
+    Each item gets one scale per attempt (drawn in ``SCALE_RANGE``, capped lower after each failed attempt)
+    and ``max_tries`` random positions for it. The frame of an item may leave the canvas as long as its
+    nonzero pixels stay inside.
     """
     count = int(rng.integers(MIN_ITEMS, MAX_ITEMS + 1))
     placed: list[Item] = []
     while len(placed) < count:
         source = int(rng.integers(len(images)))
-        hi = SCALE_RANGE[1]
-        item = None
+        item, hi = None, SCALE_RANGE[1]
         while item is None and hi >= MIN_SCALE:
-            for _ in range(max_tries):
-                side = int(rng.integers(min(SCALE_RANGE[0], hi), hi + 1))
-                box = tight_box(scale_item(images[source], side))
-                if box is None:
-                    break
-                bw, bh = box[2] - box[0], box[3] - box[1]
-                x0, y0 = int(rng.integers(0, size - bw + 1)), int(rng.integers(0, size - bh + 1))
+            side = int(rng.integers(min(SCALE_RANGE[0], hi), hi + 1))
+            box = tight_box(scale_item(images[source], side))
+            if box is None:  # an empty image: draw another item
+                break
+            bw, bh = box[2] - box[0], box[3] - box[1]
+            xs = rng.integers(0, size - bw + 1, size=max_tries)
+            ys = rng.integers(0, size - bh + 1, size=max_tries)
+            for x0, y0 in zip(xs.tolist(), ys.tolist(), strict=True):
                 canvas_box = (x0, y0, x0 + bw, y0 + bh)
                 if all(_separated(canvas_box, p.box, GAP) for p in placed):
                     item = Item(source, int(labels[source]), side, x0 - box[0], y0 - box[1], canvas_box)
                     break
             hi -= 4
-        if item is None:  # an empty item or no room left at the smallest scale: stop with what fits
+        if item is None:  # no room left even at the smallest scale: stop with what fits
             if len(placed) >= MIN_ITEMS:
                 break
             continue
