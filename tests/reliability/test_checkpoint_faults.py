@@ -271,3 +271,22 @@ def test_full_disk_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypat
     from ldmkit.commands._common import exit_code
 
     assert exit_code(ck.CheckpointWriteError("x")) == 1
+
+
+def test_safetensors_whose_header_length_starts_with_0x80_is_not_taken_for_a_pickle(tmp_path):
+    """The first byte of a safetensors file is its header length's low byte; 0x80 there is common (the KL-f4
+    autoencoders' weights start ``80 35``). Guards ``training/files.py`` ``_safetensors_problem``, which once
+    refused such files as pickles before looking for the JSON header."""
+    from safetensors.torch import save_file
+
+    from ldmkit.training.files import read_tensors
+
+    tensors = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
+    for pad in range(300):
+        path = tmp_path / "w.safetensors"
+        save_file(tensors, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    else:
+        pytest.fail("no metadata length gave a header length whose low byte is 0x80")
+    assert torch.equal(read_tensors(path)["w"], tensors["w"])

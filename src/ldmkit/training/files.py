@@ -67,13 +67,15 @@ def _safetensors_problem(path: Path) -> str | None:
         return "empty file (0 bytes)"
     with open(path, "rb") as f:
         head = f.read(9)
-        if head[:1] == b"\x80" or head[:2] == b"PK":
-            return "a pickle/zip file; only safetensors are loaded (pickle is never unpickled)"
-        if len(head) < 9:
-            return f"truncated ({size} bytes; a safetensors file starts with an 8-byte header length)"
-        header_len = int.from_bytes(head[:8], "little")
+        # A safetensors file is an 8-byte little-endian header length, then a JSON header. Its first byte is
+        # the length's low byte and may well be 0x80 (a pickle's first byte), so test the JSON brace first.
         if head[8:9] != b"{":
+            if head[:1] == b"\x80" or head[:2] == b"PK":
+                return "a pickle/zip file; only safetensors are loaded (pickle is never unpickled)"
+            if len(head) < 9:
+                return f"truncated ({size} bytes; a safetensors file starts with an 8-byte header length)"
             return "not a safetensors file (no JSON header); only safetensors are loaded"
+        header_len = int.from_bytes(head[:8], "little")
         if 8 + header_len > size:
             return f"truncated: the header says {header_len} bytes but the file has {size} bytes in all"
         f.seek(8)
