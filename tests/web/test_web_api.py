@@ -202,30 +202,8 @@ def test_img2img_strength_zero_returns_the_input_and_strength_is_checked(client,
 def test_upscale_without_a_super_resolution_model_names_the_missing_task(client):
     r = client.post("/api/upscale", json={"model": "demo", "image": png_b64(np.zeros((28, 28), np.uint8))})
     assert r.status_code == 400
-    assert r.json()["detail"] == ("model demo has no upscale task: it is not a super-resolution model (and ldmkit has "
-                                  "no super-resolution model yet)")
-
-
-def test_a_future_upscaler_plugs_in_through_models_upscaler(demo, monkeypatch):
-    """The endpoint, job and results work once ``models.upscaler`` returns a function (here: 2x nearest)."""
-    from fastapi.testclient import TestClient
-
-    from ldmkit.web import models, ops
-    from ldmkit.web.app import create_app
-
-    def nearest(loaded, image, *, steps, seed, progress):
-        loaded.denoiser(torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.int64))  # one tick
-        return image.repeat_interleave(2, -1).repeat_interleave(2, -2)
-
-    monkeypatch.setattr(models, "upscaler", lambda loaded: nearest)
-    monkeypatch.setattr(ops, "upscaler", lambda loaded: nearest)
-    client = TestClient(create_app({"sr": demo}), base_url="http://127.0.0.1")
-    assert "upscale" in client.get("/api/models").json()["models"][0]["endpoints"]
-    image = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28)
-    r = client.post("/api/upscale", json={"model": "sr", "image": png_b64(image), "steps": 2})
-    status = wait_done(client, r.json()["job_id"])
-    np.testing.assert_array_equal(decode_png(status["images"][0]["png_base64"]),
-                                  image.repeat(2, 0).repeat(2, 1))
+    assert r.json()["detail"] == ("model demo has no upscale task: it is not a super-resolution model (cond.concat: "
+                                  "super_resolution)")
 
 
 def test_events_stream_reports_progress_until_done(client):
@@ -294,3 +272,35 @@ def test_a_text_model_takes_prompts_through_its_conditioner(text_model):
     assert not np.array_equal(decode_png(a["images"][0]["png_base64"]), decode_png(b["images"][0]["png_base64"]))
     r = c.post("/api/generate", json={**body, "layout": [{"x0": 0, "y0": 0, "x1": 1, "y1": 1, "label": "bag"}]})
     assert r.status_code == 400 and "does not take layout boxes" in r.json()["detail"]
+
+
+def test_a_super_resolution_model_upscales_through_the_api_as_the_library_does(tmp_path):
+    """A model trained with ``cond.concat: super_resolution`` gets the upscale endpoint
+    (``web/models.py`` ``upscaler``), and its answer equals ``editing.upscale`` pixel for pixel."""
+    from fastapi.testclient import TestClient
+
+    from ldmkit.cli import main
+    from ldmkit.commands._common import load_model
+    from ldmkit.web.app import create_app
+
+    config = tmp_path / "sr.yaml"
+    config.write_text(
+        "data: {name: fashion-mnist, pad_to: 32}\ncond: {concat: super_resolution}\n"
+        "unet: {in_channels: 1, concat_channels: 1, model_channels: 8, channel_mult: [1, 2, 2, 2],"
+        " num_res_blocks: 1, attention_levels: [], num_heads: 2, norm_groups: 4}\n"
+        "diffusion: {schedule: linear, num_timesteps: 40}\n"
+        "train: {lr: 1.0e-3, warmup_steps: 1, batch_size: 8, max_steps: 2, log_every: 1, checkpoint_every: 2,"
+        " sample_every: 0, keep_last: 1, ema_decay: 0.9}\nsample: {sampler: ddim, steps: 3, num_images: 4}\n")
+    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    loaded = load_model(tmp_path / "run")
+    client = TestClient(create_app({"sr": loaded}), base_url="http://127.0.0.1")
+    info = client.get("/api/models").json()["models"][0]
+    assert "upscale" in info["endpoints"] and "upscale" not in info.get("unsupported", {})
+    low = np.random.default_rng(0).integers(0, 256, (7, 7)).astype(np.uint8)
+    r = client.post("/api/upscale", json={"model": "sr", "image": png_b64(low), "steps": 3, "seed": 1})
+    assert r.status_code == 202, r.text
+    got = decode_png(wait_done(client, r.json()["job_id"])["images"][0]["png_base64"])
+    x = torch.from_numpy(low).float().div(127.5).sub(1)[None, None]
+    want = editing.upscale(loaded, x, steps=3, seed=1)
+    assert got.shape == (28, 28)
+    np.testing.assert_array_equal(got, to_uint8(want[0])[..., 0])

@@ -165,7 +165,7 @@ def create_app(models: Mapping[str, Any], token: str | None = None, limits: Limi
         m = model(req.model)
         ops.check_task(m, "upscale")
         steps = ops.check_steps(req.steps, m, limits)
-        image = ops.upload_tensor(req.image, "image", m, limits)
+        image = ops.upload_tensor(req.image, "image", m, limits, low_res=True)
         p = {"steps": steps, "seed": req.seed}
         return submit(m, "upscale", steps, p, ops.upscale_work(m, p, image))
 

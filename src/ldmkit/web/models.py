@@ -59,11 +59,13 @@ def is_conditional(loaded: Any) -> bool:
 def upscaler(loaded: Any) -> Callable[..., Any] | None:
     """The super-resolution function of a model, or ``None`` when it has no upscale task.
 
-    No super-resolution model exists yet. One (a U-Net with the low-resolution image as ``concat`` channels,
-    DESIGN.md principle 13) plugs in here by returning ``fn(loaded, image [1, C, h, w] in [-1, 1], *, steps,
-    seed, progress) -> [1, C, H, W]``; the endpoint, the job queue and the page already handle the rest.
+    A model trained with ``cond.concat: super_resolution`` (the low-resolution image as ``concat`` channels,
+    DESIGN.md principle 13) upscales with ``editing.upscale(loaded, image [1, C, h, w] in [-1, 1], *, steps,
+    seed, progress) -> [1, C, H, W]``; the endpoint, the job queue and the page handle the rest.
     """
-    return None
+    from ldmkit import editing
+
+    return editing.upscale if editing.concat_task(loaded) == "super_resolution" else None
 
 
 def model_tasks(model_id: str, loaded: Any) -> dict[str, str | None]:
@@ -74,8 +76,8 @@ def model_tasks(model_id: str, loaded: Any) -> dict[str, str | None]:
     edit = None if channels in (1, 3) else (f"model {model_id} works on {channels}-channel images; editing "
                                             "needs a 1- or 3-channel model")
     up = None if upscaler(loaded) is not None else (
-        f"model {model_id} has no upscale task: it is not a super-resolution model (and ldmkit has no "
-        "super-resolution model yet)")
+        f"model {model_id} has no upscale task: it is not a super-resolution model (cond.concat: "
+        "super_resolution)")
     return {"generate": None, "inpaint": edit, "img2img": edit, "upscale": up}
 
 

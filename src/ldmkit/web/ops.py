@@ -176,11 +176,15 @@ def decode_upload(text: str, what: str, channels: int, limits: Limits) -> np.nda
             raise RequestError(400, f"{what}: {e.reason}") from None
 
 
-def upload_tensor(text: str, what: str, served: ServedModel, limits: Limits) -> torch.Tensor:
-    """An uploaded image as ``[1, C, H, W]`` in [-1, 1] whose size the model takes."""
+def upload_tensor(text: str, what: str, served: ServedModel, limits: Limits, *, low_res: bool = False) -> torch.Tensor:
+    """An uploaded image as ``[1, C, H, W]`` in [-1, 1] whose size the model takes (``low_res``: the input of
+    a super-resolution model, whose *upscaled* size must fit)."""
     arr = decode_upload(text, what, editing.image_channels(served.loaded), limits)
     try:
-        editing.check_size(served.loaded, arr.shape[0], arr.shape[1], what=f"{what}: size")
+        if low_res:
+            editing.upscaled_size(served.loaded, arr.shape[:2])
+        else:
+            editing.check_size(served.loaded, arr.shape[0], arr.shape[1], what=f"{what}: size")
     except editing.EditInputError as e:
         raise RequestError(422, str(e)) from None
     return editing.to_tensor(arr)
@@ -258,7 +262,12 @@ def generate_work(served: ServedModel, p: dict[str, Any], shape, labels, cond):
 
 
 def inpaint_image(loaded, image, mask, *, steps, resample, jump_length, seed, labels, guidance_scale):
-    """The one call into the library's RePaint inpainting (``editing.inpaint``)."""
+    """The one call into the library's inpainting: a model trained for it (``cond.concat: inpainting``) fills
+    the hole in one sampling run (``editing.inpaint_concat``); any other model uses RePaint (``editing.inpaint``)."""
+    if editing.concat_task(loaded) == "inpainting":
+        if labels is not None:
+            raise editing.EditInputError("labels: this inpainting model is not class-conditional")
+        return editing.inpaint_concat(loaded, image, mask, steps=steps, seed=seed)
     return editing.inpaint(loaded, image, mask, steps=steps, resample=resample, jump_length=jump_length,
                            seed=seed, labels=labels, guidance_scale=guidance_scale)
 
