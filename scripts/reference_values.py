@@ -2,10 +2,12 @@
 """Reference values of ldmkit's metrics on real Fashion-MNIST, clean and degraded (docs/evaluation.md).
 
     OMP_NUM_THREADS=1 python scripts/reference_values.py --out /work/runs/metrics/reference_values.json
+    OMP_NUM_THREADS=1 python scripts/reference_values.py --extractor fmnist-cnn-v1   # the perceptual-loss network
 
 Every row scores a seeded random subset of the *train* split (default 10,000 images), possibly degraded
-by Gaussian noise or blur, against the whole *test* split (10,000) with the shipped Fashion-MNIST feature
-network, printing a Markdown table and writing all results (with protocols) as JSON.
+by Gaussian noise or blur, against the whole *test* split (10,000) with a shipped Fashion-MNIST feature
+network (``--extractor``, default ldmkit's default evaluation extractor), printing a Markdown table and
+writing all results (with protocols) as JSON. The ``N=...`` rows are the first N (by index) of the same seeded draw.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from ldmkit.data import load_fashion_mnist_arrays
 from ldmkit.metrics import SmallSampleWarning, evaluate_images, get_extractor
 from ldmkit.metrics.degrade import add_gaussian_noise, gaussian_blur
+from ldmkit.metrics.features import DEFAULT_EXTRACTOR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,11 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blur", default="0.5,1,1.5,2,3", help="blur sigma levels (pixels)")
     p.add_argument("--small-n", default="1000,5000", help="extra clean rows at these N (bias of FID at small N)")
     p.add_argument("--cache-dir", default=None)
+    p.add_argument("--extractor", default=DEFAULT_EXTRACTOR, help="registered extractor name")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", SmallSampleWarning)
 
-    extractor = get_extractor("fmnist-cnn")
+    extractor = get_extractor(args.extractor)
+    print(f"extractor {extractor.name} (sha256 {extractor.weights_sha256[:12]}...), subset seed {args.seed}")
     train, _ = load_fashion_mnist_arrays("train")
     idx = np.sort(np.random.default_rng(args.seed).choice(len(train), args.n, replace=False))
     clean = torch.from_numpy(train[idx])[:, None].float().div(127.5).sub(1.0)
@@ -64,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     r = evaluate_images(test, "fashion-mnist:test", ("is",), extractor=extractor, cache=args.cache_dir)
     print(f"\nIS of the test split itself: {r['is']:.3f} +- {r['is_std']:.3f}")
     meta = {"command": "OMP_NUM_THREADS=1 python " + " ".join(sys.argv), "seconds": round(time.time() - t0, 1),
+            "extractor": extractor.name, "extractor_sha256": extractor.weights_sha256, "seed": args.seed,
             "machine": platform.platform(), "torch": torch.__version__, "test_split_is": [r["is"], r["is_std"]]}
     if args.out:
         with open(args.out, "w") as f:

@@ -143,3 +143,47 @@ def test_stage_minutes_pass_unused_time_on():
     # the autoencoder used 4 of its 10 minutes and the scale 1: the diffusion gets 36 - 5 = 31
     assert stage_minutes("diffusion", 40, b, {"autoencoder": 240.0, "scale": 60.0}) == pytest.approx(31.0)
     assert stage_minutes("diffusion", 1, b, {"autoencoder": 600.0}) == pytest.approx(5 / 60)  # floor: save + end
+
+
+FMNIST_PERCEPTUAL = """
+data: {name: fashion-mnist}
+autoencoder:
+  model: {type: kl, in_channels: 1, channels: 8, channel_mult: [1, 2], num_res_blocks: 1, z_channels: 2,
+          mid_attention: false}
+  loss: {perceptual: fmnist, disc_channels: 8, disc_start: 1000}
+  train: {max_steps: 2, batch_size: 8, lr: 1.0e-3, log_every: 1, checkpoint_every: 2, sample_every: 0, limit: 64}
+ldm:
+  unet: {model_channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attention_levels: [], num_heads: 2,
+         norm_groups: 4}
+  diffusion: {schedule: linear, num_timesteps: 40}
+  train: {lr: 1.0e-3, warmup_steps: 1, batch_size: 8, max_steps: 2, log_every: 1, checkpoint_every: 2,
+          sample_every: 0, ema_decay: 0.9}
+  sample: {sampler: ddim, steps: 2, num_images: 4}
+scale: {num_images: 32, batch_size: 16}
+evaluation: {num_samples: 8, steps: 2, batch_size: 8, metrics: [fid], n_reference: 100, extractor: fmnist-cnn-v1}
+"""
+
+
+def test_evaluation_refuses_the_first_stage_perceptual_network(tmp_path, capsys):
+    """The autoencoder trained with the fmnist perceptual loss (fmnist-cnn-v1): train-ldm's evaluation and
+    ``ldmkit eval`` refuse v1 with exit 2; ``eval --allow-loss-extractor`` scores and records a warning."""
+    (tmp_path / "r.yaml").write_text(FMNIST_PERCEPTUAL)
+    out = tmp_path / "run"
+    rc = main(["train-ldm", str(tmp_path / "r.yaml"), "--minutes", "5", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "'fmnist-cnn-v1' (fmnist-cnn-v1) is the perceptual-loss network" in err, err
+    assert _state(out)["done"] == ["autoencoder", "scale", "diffusion", "grid"]
+    common = ["eval", str(out / "diffusion"), "-n", "8", "--steps", "2", "--metrics", "fid", "--n-reference", "100",
+              "--json", "--cache-dir", str(tmp_path / "cache")]
+    assert main(common + ["--extractor", "fmnist-cnn"]) == 2
+    assert "perceptual-loss network" in capsys.readouterr().err
+    assert main(common + ["--extractor", "fmnist-cnn-v1", "--allow-loss-extractor"]) == 0
+    g = json.loads(capsys.readouterr().out)["protocol"]["generation"]
+    assert g["first_stage_loss_networks"] == ["fmnist-cnn-v1"] and "extractor_warning" in g
+    assert main(common) == 0  # the default, fmnist-eval-v2, is independent of every loss
+    p = json.loads(capsys.readouterr().out)["protocol"]
+    assert p["extractor"] == "fmnist-eval-v2" and "extractor_warning" not in p["generation"]
+    # the recipe then finishes with the independent extractor
+    assert main(["train-ldm", str(tmp_path / "r.yaml"), "--minutes", "5", "--out", str(out), "--no-progress",
+                 "--evaluation.extractor=fmnist-eval-v2"]) == 0
+    assert json.loads((out / "eval.json").read_text())["protocol"]["extractor"] == "fmnist-eval-v2"

@@ -25,7 +25,7 @@ def test_eval_images_npz_json(tmp_path, capsys, test_images):
     assert set(out) == {"fid", "kid", "kid_std", "is", "is_std", "precision", "recall", "protocol"}
     p = out["protocol"]
     assert (p["n_generated"], p["n_reference"], p["reference_seed"]) == (600, 1000, 0)
-    assert p["extractor"] == "fmnist-cnn-v1" and len(p["extractor_sha256"]) == 64
+    assert p["extractor"] == "fmnist-eval-v2" and len(p["extractor_sha256"]) == 64  # the default
     assert p["generation"]["seeds"] == "0..599" and p["kid_subset_size"] == 200 and p["warnings"]
     # Test images against (a subset of) the test split: close to real data.
     assert out["precision"] > 0.6 and out["recall"] > 0.6 and out["fid"] < 5

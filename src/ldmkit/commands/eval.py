@@ -12,6 +12,8 @@ import json
 
 from ldmkit.commands._common import UsageError, add_sampling_arguments, positive_int
 
+DEFAULT_EXTRACTOR = "fmnist-eval-v2"  # = ldmkit.metrics.features.DEFAULT_EXTRACTOR (not imported: lazy CLI)
+
 EPILOG = """\
 examples:
   ldmkit eval-images samples.npz --reference fashion-mnist:test --metrics fid,kid,is,pr --json
@@ -19,8 +21,10 @@ examples:
   ldmkit eval-images pngs/ --extractor inception-fid --inception-weights fid_inception_v3.safetensors \\
       --inception-sha256 HASH
 
-The default feature space is ldmkit's Fashion-MNIST classifier (fmnist-cnn, shipped with ldmkit); its FIDs
-are not comparable to Inception FIDs. Every result prints its protocol; see docs/evaluation.md."""
+The default feature space is ldmkit's evaluation-only Fashion-MNIST classifier (fmnist-eval-v2, shipped with
+ldmkit; no ldmkit loss uses it); fmnist-cnn-v1 is the autoencoders' perceptual-loss network, and 'eval'
+refuses it for a model whose first stage trained with it. These FIDs are not comparable to Inception FIDs
+nor to each other. Every result prints its protocol (with the extractor); see docs/evaluation.md."""
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -29,7 +33,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default="fid,kid,is,pr", help="comma-separated subset of fid,kid,is,pr")
     p.add_argument("--n-reference", type=int, default=None, help="seeded random subset of the reference split")
     p.add_argument("--reference-seed", type=int, default=0, help="seed of the reference subset draw")
-    p.add_argument("--extractor", default="fmnist-cnn", help="feature extractor: fmnist-cnn or inception-fid")
+    p.add_argument("--extractor", default=DEFAULT_EXTRACTOR,
+                   help="feature extractor: fmnist-eval-v2 (default), fmnist-cnn-v1 (the perceptual-loss "
+                        "network) or inception-fid")
     p.add_argument("--inception-weights", default=None,
                    help="safetensors file of the FID Inception-v3 (or $LDMKIT_INCEPTION_WEIGHTS)")
     p.add_argument("--inception-sha256", default=None, help="expected sha256 (or $LDMKIT_INCEPTION_SHA256)")
@@ -65,6 +71,8 @@ def add_parser(sub, formatter_class) -> None:
     q.add_argument("--seed", type=int, default=0, help="image i uses seed + i")
     q.add_argument("--sample-batch-size", type=positive_int, default=250)
     q.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA weights")
+    q.add_argument("--allow-loss-extractor", action="store_true",
+                   help="score even with the network the first stage's perceptual loss used (recorded)")
     q.add_argument("--save-samples", default=None,
                    help="also write the samples to this .npz: uint8 images [N, H, W, C], labels, seeds")
     _add_common(q)
@@ -141,6 +149,7 @@ def run_checkpoint(args) -> int:
     metrics = parse_metrics(args.metrics)  # before any work: a bad name fails fast
     loaded = load_model(args.checkpoint, ema=not args.no_ema, device=device(args.device))
     cfg = loaded.config
+    independence = check_extractor(args.extractor, cfg.first_stage, allow=args.allow_loss_extractor)
     s = sampling_settings(args, cfg.sample, loaded.process.num_timesteps)
     labels = class_labels(None, args.num_samples, cfg.unet.num_classes)  # class-balanced: image i gets i mod K
     with tqdm(total=args.num_samples, desc="sampling", unit="img", disable=args.json) as bar:
@@ -152,8 +161,38 @@ def run_checkpoint(args) -> int:
                   "sampler": s.sampler, "steps": s.steps, "eta": s.eta,
                   "seeds": f"{args.seed}..{args.seed + args.num_samples - 1} (image i: seed + i)",
                   "guidance_scale": s.guidance_scale,
-                  "labels": None if labels is None else f"i mod {cfg.unet.num_classes}"}
+                  "labels": None if labels is None else f"i mod {cfg.unet.num_classes}",
+                  "first_stage": cfg.first_stage, **independence}
     if args.save_samples:
         save_samples_npz(args.save_samples, images, labels=labels,
                          seeds=range(args.seed, args.seed + args.num_samples))
     return _score(images, args, metrics, generation)
+
+
+def first_stage_config(first_stage: str | None) -> dict | None:
+    """The stored run config of a model's first stage (``config.json`` ``config``), or None (pixel space)."""
+    if not first_stage:
+        return None
+    from ldmkit.training.checkpoint import load_checkpoint_config, resolve_checkpoint
+
+    return load_checkpoint_config(resolve_checkpoint(first_stage)).get("config")
+
+
+def check_extractor(extractor: str, first_stage: str | None, *, allow: bool = False) -> dict:
+    """Refuse (``ConfigError``, exit 2) an extractor that the first stage's perceptual loss used, unless
+    ``allow``; returns what goes into the protocol (``loss_networks``, and a warning when allowed)."""
+    import logging
+
+    from ldmkit.metrics.features import check_independent, loss_networks
+    from ldmkit.registry import ConfigError
+
+    used = loss_networks(first_stage_config(first_stage))
+    record: dict = {"first_stage_loss_networks": sorted(used)}
+    try:
+        check_independent(extractor, used, where=f"the first stage {first_stage}")
+    except ConfigError as e:
+        if not allow:
+            raise
+        logging.getLogger(__name__).warning("%s", e)
+        record["extractor_warning"] = f"scored with {extractor}, a network the first stage's loss used"
+    return record

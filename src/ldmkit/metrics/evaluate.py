@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ldmkit.metrics.features import FeatureExtractor, get_extractor
+from ldmkit.metrics.features import DEFAULT_EXTRACTOR, FeatureExtractor, get_extractor
 from ldmkit.metrics.fid import frechet_distance, gaussian_stats
 from ldmkit.metrics.inception_score import inception_score
 from ldmkit.metrics.kid import kernel_inception_distance
@@ -106,7 +106,7 @@ def load_images(path: str | os.PathLike, key: str | None = None) -> tuple[np.nda
 
 
 def evaluate_images(images, reference: str = "fashion-mnist:test", metrics=("fid",), *,
-                    extractor: str | FeatureExtractor = "fmnist-cnn", extractor_options: dict | None = None,
+                    extractor: str | FeatureExtractor = DEFAULT_EXTRACTOR, extractor_options: dict | None = None,
                     n_reference: int | None = None, reference_seed: int = 0,
                     value_range: tuple[float, float] | None = None, kid_subsets: int = 100,
                     kid_subset_size: int = 1000, kid_seed: int = 0, is_splits: int = 10, pr_k: int = 3,

@@ -2,9 +2,13 @@
 
 ``EXTRACTORS`` maps a name to a loader:
 
-* ``"fmnist-cnn"`` (default for 28x28 grayscale): ldmkit's own Fashion-MNIST classifier
-  (``ldmkit/assets/fmnist_features.safetensors``, see ``fmnist_cnn.py``); features = its 128-d penultimate
-  layer, logits = its 10 class logits.
+* ``"fmnist-eval-v2"`` (the default, ``DEFAULT_EXTRACTOR``): ldmkit's evaluation-only Fashion-MNIST
+  classifier (``ldmkit/assets/fmnist_eval_v2.safetensors``, see ``fmnist_eval.py``); no ldmkit loss uses it.
+  Features = its 128-d penultimate layer, logits = its 10 class logits.
+* ``"fmnist-cnn-v1"`` (alias ``"fmnist-cnn"``): the Fashion-MNIST classifier the autoencoders' perceptual
+  loss uses (``ldmkit/assets/fmnist_features.safetensors``, see ``fmnist_cnn.py``); same outputs. Scoring a
+  model whose first stage was trained with it measures partly how well it fitted its own loss network, so
+  ``ldmkit eval`` refuses that combination (``loss_networks`` / ``check_independent``).
 * ``"inception-fid"``: the standard FID Inception-v3 (``inception.py``); features = 2048-d pool features,
   logits = 1008-way classifier. Its weights come only from a local safetensors file the user supplies.
 
@@ -28,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ldmkit.registry import lookup
+from ldmkit.registry import ConfigError, lookup
 from ldmkit.weights import load_verified_safetensors
 
 logger = logging.getLogger(__name__)
@@ -149,12 +153,11 @@ class FeatureExtractor:
 
 
 class FMNISTExtractor(FeatureExtractor):
-    """ldmkit's Fashion-MNIST classifier. Inputs: 28x28 as is; 32x32 (the padded training size) center-cropped
+    """One of ldmkit's Fashion-MNIST classifiers (v1 or eval-v2). Inputs: 28x28 as is; 32x32 (the padded training size) center-cropped
     back to 28; any other size resized bilinearly with antialiasing to 28. RGB is converted to luma (BT.601)."""
 
-    def __init__(self, model: torch.nn.Module, weights_sha256: str, version: str) -> None:
-        from ldmkit.metrics.fmnist_cnn import FEATURE_DIM
-        super().__init__(model, weights_sha256, FEATURE_DIM)
+    def __init__(self, model: torch.nn.Module, weights_sha256: str, version: str, feature_dim: int = 128) -> None:
+        super().__init__(model, weights_sha256, feature_dim)
         self.name = version
 
     def preprocess(self, x: torch.Tensor) -> tuple[torch.Tensor, str]:
@@ -266,13 +269,79 @@ def load_inception_extractor(weights: str | os.PathLike | None = None, sha256: s
     return InceptionExtractor(model.to(device), actual)
 
 
+def load_fmnist_eval_extractor(weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                               **_: object) -> FMNISTExtractor:
+    """Load the shipped evaluation-only Fashion-MNIST network ``fmnist-eval-v2`` (or ``weights`` with its layout).
+
+    The file must match the sha256 of its JSON sidecar; a user file without a sidecar loads with a warning.
+    """
+    from ldmkit.metrics.fmnist_eval import CHANNELS, FEATURE_DIM, VERSION, FMNISTEvalClassifier
+
+    path = Path(weights) if weights else _asset_path("fmnist_eval_v2.safetensors")
+    howto = ("The evaluation network ships with ldmkit (ldmkit/assets/fmnist_eval_v2.*); "
+             "scripts/train_fmnist_features.py --arch eval-v2 rebuilds it.")
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if meta.get("version", VERSION) != VERSION or tuple(meta.get("channels", CHANNELS)) != CHANNELS:
+        raise ValueError(f"{meta_path}: feature network {meta.get('version')!r} with channels "
+                         f"{meta.get('channels')}; this ldmkit builds {VERSION!r} with {CHANNELS}")
+    state, sha = load_verified_safetensors(path, meta.get("sha256"), "Fashion-MNIST evaluation weights",
+                                           howto=howto, allow_unverified=True)
+    model = FMNISTEvalClassifier()
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(f"{path}: missing keys {missing}, unexpected keys {unexpected}")
+    return FMNISTExtractor(model.to(device), sha, VERSION, FEATURE_DIM)
+
+
+#: The extractor ``ldmkit eval`` / ``eval-images`` / ``evaluate_images`` use unless told otherwise: one that
+#: no ldmkit loss uses.
+DEFAULT_EXTRACTOR = "fmnist-eval-v2"
+
 #: name -> loader(**options) -> FeatureExtractor. Options: weights, sha256, device.
 EXTRACTORS: dict[str, Callable[..., FeatureExtractor]] = {
-    "fmnist-cnn": load_fmnist_extractor,
+    "fmnist-eval-v2": load_fmnist_eval_extractor,
+    "fmnist-cnn-v1": load_fmnist_extractor,
+    "fmnist-cnn": load_fmnist_extractor,  # the v1 network's name before v2 existed
     "inception-fid": load_inception_extractor,
 }
 
+#: an autoencoder's ``loss.perceptual`` -> the extractor whose network that loss runs
+PERCEPTUAL_EXTRACTORS: dict[str, str] = {"fmnist": "fmnist-cnn-v1"}
 
-def get_extractor(name: str = "fmnist-cnn", **options: object) -> FeatureExtractor:
+
+def get_extractor(name: str = DEFAULT_EXTRACTOR, **options: object) -> FeatureExtractor:
     """Build a registered extractor by name; an unknown name lists the valid ones."""
     return lookup(EXTRACTORS, name, "feature extractor")(**options)
+
+
+def canonical_name(name: str) -> str:
+    """The versioned network behind a registry name (``"fmnist-cnn"`` -> ``"fmnist-cnn-v1"``)."""
+    return {"fmnist-cnn": "fmnist-cnn-v1", "inception-fid": "inception-fid-v3"}.get(name, name)
+
+
+def loss_networks(first_stage_config: dict | None) -> set[str]:
+    """Extractor names whose networks a first stage's losses used, from its stored run config (``config.json``
+    ``config``: sections ``loss``, ...); empty for pixel-space models or unknown losses."""
+    if not first_stage_config:
+        return set()
+    perceptual = (first_stage_config.get("loss") or {}).get("perceptual")
+    weight = (first_stage_config.get("loss") or {}).get("perceptual_weight", 1.0)
+    used = PERCEPTUAL_EXTRACTORS.get(perceptual) if weight else None
+    return {used} if used else set()
+
+
+def check_independent(extractor: str, used: set[str], *, where: str) -> None:
+    """Refuse to score with a network that one of the model's losses used.
+
+    Raises:
+        ConfigError: naming the extractor, the model (``where``) and the extractors that are allowed.
+    """
+    name = canonical_name(extractor)
+    if name in used:
+        others = sorted(n for n in EXTRACTORS if canonical_name(n) not in used and n != "fmnist-cnn")
+        raise ConfigError(f"extractor {extractor!r} ({name}) is the perceptual-loss network of {where}: it would "
+                          f"score the model in the feature space it was trained to match. Use one of "
+                          f"{', '.join(others)} (default {DEFAULT_EXTRACTOR}), or pass --allow-loss-extractor "
+                          "to score anyway (recorded in the protocol)")

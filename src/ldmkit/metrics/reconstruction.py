@@ -64,12 +64,13 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 2.0, window: int 
 def rfid(originals, reconstructions, extractor=None, batch_size: int = 500) -> dict:
     """Reconstruction FID: FID between features of originals and of their reconstructions.
 
-    Returns ``{"rfid": value, "protocol": {...}}``; ``extractor`` defaults to the Fashion-MNIST network.
+    Returns ``{"rfid": value, "protocol": {...}}``; ``extractor`` defaults to the evaluation network
+    (``DEFAULT_EXTRACTOR``, which no autoencoder loss uses).
     """
-    from ldmkit.metrics.features import get_extractor
+    from ldmkit.metrics.features import DEFAULT_EXTRACTOR, get_extractor
     from ldmkit.metrics.fid import fid_from_features
     from ldmkit.metrics.protocol import small_sample_warning
-    extractor = extractor or get_extractor("fmnist-cnn")
+    extractor = extractor or get_extractor(DEFAULT_EXTRACTOR)
     a = extractor.extract(originals, batch_size=batch_size)
     b = extractor.extract(reconstructions, batch_size=batch_size)
     n = len(a.features)
