@@ -72,6 +72,21 @@ def test_resume_extends_the_run(run_dir, capsys):
     assert "num_classes: 10" in out and "step_0000004, step_0000006" in out
 
 
+def test_a_run_saved_before_a_config_section_existed_still_resumes(run_dir, capsys):
+    """A checkpoint whose stored config lacks a section added since (``cond``, new in stop 18) resumes: the
+    absent keys count as their defaults (``training/checkpoint.py`` ``config_differences(defaults=)``, passed by
+    ``pipelines.train``)."""
+    run = run_dir / "old_run"
+    shutil.copytree(run_dir / "run", run)
+    for config_json in (run / "checkpoints").glob("*/config.json"):
+        meta = json.loads(config_json.read_text())
+        del meta["config"]["cond"]
+        config_json.write_text(json.dumps(meta))
+    assert main(["train", str(run_dir / "tiny.yaml"), "--out", str(run), "--resume", "--train.max_steps=6",
+                 "--no-progress"]) == 0
+    assert "step 6" in capsys.readouterr().out
+
+
 def test_sample_outputs(run_dir, capsys, tmp_path):
     run = str(run_dir / "run")
     npz, grid, out_dir = tmp_path / "s.npz", tmp_path / "g.png", tmp_path / "pngs"

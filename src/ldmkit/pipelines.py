@@ -324,7 +324,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool | str = False, data=
         model = build_denoiser(cfg, process, conditioner)
         step = LossStep(model, make_loss_fn(cfg, process, space, conditioner), cfg.train)
         trainer = Trainer(step, build_data(cfg) if data is None else data, cfg.train, out_dir,
-                          config=config_dict(cfg), sample_fn=make_grid_fn(cfg, process, space, conditioner),
+                          config=config_dict(cfg), config_defaults=config_dict(Config()),
+                          sample_fn=make_grid_fn(cfg, process, space, conditioner),
                           dist=info,
                           progress=progress, model_sections=MODEL_SECTIONS)
         if info.is_main:

@@ -340,10 +340,14 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_differences(old: dict, new: dict, sections: tuple[str, ...] | None = None) -> list[str]:
+def config_differences(old: dict, new: dict, sections: tuple[str, ...] | None = None,
+                       defaults: dict | None = None) -> list[str]:
     """Dotted keys whose values differ (``"unet.channels: 32 -> 64"``), restricted to keys equal to or
-    under one of ``sections`` (dotted prefixes such as ``"unet"`` or ``"data.pad_to"``)."""
+    under one of ``sections`` (dotted prefixes such as ``"unet"`` or ``"data.pad_to"``). A key that ``old``
+    lacks (a checkpoint written before the key existed) counts as its value in ``defaults``, if given."""
     fo, fn = flatten(old), flatten(new)
+    if defaults is not None:
+        fo = {**{k: v for k, v in flatten(defaults).items() if not _has_prefix(fo, k)}, **fo}
     keys = sorted(set(fo) | set(fn))
     if sections is not None:
         keys = [k for k in keys if any(k == s or k.startswith(s + ".") for s in sections)]
@@ -356,3 +360,9 @@ def config_differences(old: dict, new: dict, sections: tuple[str, ...] | None = 
             fb = "(absent)" if b is missing else json.dumps(b)
             diffs.append(f"{k}: {fa} -> {fb}")
     return diffs
+
+
+def _has_prefix(flat: dict, key: str) -> bool:
+    """Whether ``flat`` holds ``key`` or a key above it (``"cond"`` set to null covers ``"cond.text.width"``)."""
+    parts = key.split(".")
+    return any(".".join(parts[:i]) in flat for i in range(1, len(parts) + 1))

@@ -84,10 +84,13 @@ class Trainer:
 
     def __init__(self, train_step: TrainStep, data: Any, cfg: TrainConfig, out_dir: str | Path, *,
                  config: dict, sample_fn: SampleFn | None = None, dist: DistInfo | None = None,
-                 progress: bool = True, model_sections: tuple[str, ...] = (), checkpoint_meta: dict | None = None):
+                 progress: bool = True, model_sections: tuple[str, ...] = (), checkpoint_meta: dict | None = None,
+                 config_defaults: dict | None = None):
         self.dist = dist or DistInfo()
         self.cfg, self.train_step = cfg, train_step
         self.config = json.loads(json.dumps(config))  # as stored (tuples -> lists), for resume comparisons
+        # what a key missing from an older checkpoint's config means (its default when it was written)
+        self.config_defaults = None if config_defaults is None else json.loads(json.dumps(config_defaults))
         self.data = as_batch_source(data)
         self.out_dir = Path(out_dir)
         self.sample_fn, self.progress, self.model_sections = sample_fn, progress, model_sections
@@ -149,11 +152,11 @@ class Trainer:
 
     def _load(self, ckpt: Path) -> None:
         saved = ckpt_io.load_checkpoint_config(ckpt)["config"]
-        changed = ckpt_io.config_differences(saved, self.config, self.model_sections)
+        changed = ckpt_io.config_differences(saved, self.config, self.model_sections, self.config_defaults)
         if changed:
             raise RunFolderError(f"cannot resume {ckpt}: the model config changed ({'; '.join(changed)}); "
                                 "restore these keys or start a new run in another --out")
-        other = ckpt_io.config_differences(saved, self.config)
+        other = ckpt_io.config_differences(saved, self.config, defaults=self.config_defaults)
         if other:
             log.info("resuming with changed settings: %s", "; ".join(other))
         state = ckpt_io.load_training_state(ckpt)  # reads and checks every file; applies nothing
