@@ -229,14 +229,24 @@ def generate(denoiser: torch.nn.Module, process: GaussianProcess, space, shape: 
 def make_grid_fn(cfg: Config, process: GaussianProcess, space,
                  conditioner: Conditioner | None = None) -> Callable[[torch.nn.Module, int], Any]:
     """The training loop's ``sample_fn``: a grid of ``sample.num_images`` from the EMA model, conditioned on
-    the conditioner's default request (class-balanced labels, default prompts)."""
+    the conditioner's default request (class-balanced labels, default prompts). A concat model (super-
+    resolution, inpainting) has no default input image: its condition comes from the first ``num_images``
+    training images, as in training (``from_batch``, no dropout, no flips), the same at every preview."""
     from ldmkit.images import make_grid
 
     conditioner = build_conditioner(cfg) if conditioner is None else conditioner
 
+    def preview_cond(n: int) -> Cond | None:
+        if cfg.cond.concat == "none":
+            return conditioner.from_request(n, space=space)
+        dataset = build_dataset(dataclasses.replace(cfg.data, hflip=False))
+        batch = collate([dataset[i] for i in range(min(n, len(dataset)))])
+        return conditioner.from_batch(batch, space)
+
     def sample_fn(ema_model: torch.nn.Module, step: int):
-        n = cfg.sample.num_images
-        cond = conditioner.from_request(n, space=space)
+        cond = preview_cond(cfg.sample.num_images)
+        sizes = {v.shape[0] for f in dataclasses.fields(Cond) if (v := getattr(cond, f.name, None)) is not None}
+        n = sizes.pop() if len(sizes) == 1 else cfg.sample.num_images  # a dataset may hold fewer images
         images = generate(ema_model, process, space, sample_shape(cfg, space), n=n, sampler=cfg.sample.sampler,
                           steps=cfg.sample.steps, eta=cfg.sample.eta, variance_type=cfg.diffusion.variance_type,
                           seed=cfg.sample.seed, cond=cond, guidance_scale=cfg.sample.guidance_scale)
