@@ -14,9 +14,9 @@ has_fmnist = (resolve_dir() / "t10k-images-idx3-ubyte.gz").is_file()
 
 
 def test_unknown_name_lists_valid_ones():
-    with pytest.raises(ValueError, match="unknown dataset name 'mnist'; valid: fashion-mnist, folder, shapes"):
+    with pytest.raises(ValueError, match="unknown dataset name 'mnist'; valid: fashion-collage, fashion-mnist, folder, shapes"):
         DataConfig(name="mnist")
-    assert list(DATASETS) == ["fashion-mnist", "shapes", "folder"]
+    assert list(DATASETS) == ["fashion-mnist", "shapes", "folder", "fashion-collage"]
     with pytest.raises(ValueError, match="data.channels must be 1 or 3"):
         DataConfig(name="shapes", channels=4)
     with pytest.raises(ValueError, match="data.image_size"):

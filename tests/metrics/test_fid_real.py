@@ -83,7 +83,7 @@ def test_evaluate_images_matches_direct_computation(feats, tmp_path):
     images = (feats["train_images"][:1000] + 1).mul(127.5).round().to(torch.uint8).numpy()
     with pytest.warns(UserWarning, match="only 1000 images"):
         r = evaluate_images(images, "fashion-mnist:test", ("fid", "is"), n_reference=2000, reference_seed=3,
-                            cache=tmp_path, is_splits=5)
+                            cache=tmp_path, is_splits=5, extractor=feats["ex"])
     ref, _ = reference_images("fashion-mnist:test", 2000, seed=3)
     direct = fid_from_features(feats["ex"].extract(images).features, feats["ex"].extract(ref).features)
     assert r["fid"] == pytest.approx(direct, rel=1e-6)
