@@ -87,6 +87,21 @@ def test_a_run_saved_before_a_config_section_existed_still_resumes(run_dir, caps
     assert "step 6" in capsys.readouterr().out
 
 
+def test_the_printed_continue_command_resumes_a_run_stopped_by_its_time_budget(run_dir, capsys, tmp_path):
+    """The line printed when ``train.max_minutes`` stops a run repeats the model overrides (here
+    ``--unet.model_channels=16``); run as printed, it resumes (``commands/_common.py`` ``report_training``)."""
+    import shlex
+
+    out = tmp_path / "budget"
+    assert main(["train", str(run_dir / "tiny.yaml"), "--out", str(out), "--unet.model_channels=16",
+                 "--train.max_minutes=1e-6", "--no-progress"]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if "continue with: " in x][-1]
+    command = shlex.split(line.split("continue with: ", 1)[1])
+    assert command[0] == "ldmkit" and "--unet.model_channels=16" in command and command[-1] == "--resume"
+    assert main(command[1:] + ["--train.max_minutes=60", "--no-progress"]) == 0
+    assert "done: step 4" in capsys.readouterr().out
+
+
 def test_sample_outputs(run_dir, capsys, tmp_path):
     run = str(run_dir / "run")
     npz, grid, out_dir = tmp_path / "s.npz", tmp_path / "g.png", tmp_path / "pngs"

@@ -318,8 +318,12 @@ def report_training(result, command: str, args, out: Path, next_step: str = "") 
     """Print how a training command ended: a stop by a signal or the time budget (with the command that
     continues it), or the final step, time, throughput and checkpoint."""
     if result.stopped_by is not None:
+        import shlex
+
+        # the overrides that shaped the model (--first_stage=DIR ...) must be repeated, or resume refuses
+        extra = "".join(f" {shlex.quote(o)}" for o in getattr(args, "overrides", None) or [])
         print(f"stopped by {result.stopped_by} at step {result.step}; checkpoint {result.checkpoint}; continue "
-              f"with: ldmkit {command} {args.config} --out {out} --resume")
+              f"with: ldmkit {command} {shlex.quote(str(args.config))} --out {shlex.quote(str(out))}{extra} --resume")
         return EXIT_OK
     print(f"done: step {result.step}, {result.elapsed_s:.0f} s of training; checkpoint {result.checkpoint}"
           + (f"\nnext: {next_step}" if next_step else ""))
