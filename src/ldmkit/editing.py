@@ -222,7 +222,17 @@ def _check_fill_mask(mask, image: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def _cond(labels: torch.Tensor | None, n: int, loaded, device) -> Cond | None:
+def _cond(labels: torch.Tensor | None, n: int, loaded, device, prompts: str | list[str] | None = None) -> Cond | None:
+    """The condition of ``n`` edited images: class labels, or for a text model a prompt (one for all, or one
+    per image; none = the empty prompt, the unconditional branch), through ``loaded.make_cond``."""
+    accepts = getattr(loaded.conditioner, "accepts", ()) or ()
+    if prompts is not None or "prompts" in accepts:
+        if "prompts" not in accepts:
+            raise EditInputError("prompt: this model does not take prompts (it is not a text-conditional model)")
+        prompts = [prompts] * n if isinstance(prompts, str) else [""] * n if prompts is None else list(prompts)
+        if len(prompts) != n:
+            raise EditInputError(f"prompts: {len(prompts)} given for {n} images; give one, or one per image")
+        return loaded.make_cond(n, labels=labels, prompts=prompts).to(device)
     k = loaded.config.unet.num_classes
     if labels is None:
         if k is not None:
@@ -248,7 +258,8 @@ def _device(loaded) -> torch.device:
 @torch.no_grad()
 def inpaint(loaded, image: torch.Tensor, mask: torch.Tensor, *, steps: int, resample: int = 1, seed: int = 0,
             jump_length: int | None = None, labels: torch.Tensor | None = None,
-            guidance_scale: float = 1.0, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+            guidance_scale: float = 1.0, progress: Callable[[int], None] | None = None,
+            prompts: str | list[str] | None = None) -> torch.Tensor:
     """RePaint inpainting (Lugmayr et al. 2022) of ``image`` where ``mask`` is True, with any model.
 
     Latent models: the image is encoded (posterior mean), the mask max-pooled to the latent grid, RePaint
@@ -279,7 +290,7 @@ def inpaint(loaded, image: torch.Tensor, mask: torch.Tensor, *, steps: int, resa
     if resample > 1 and jump_length is not None and not 1 <= jump_length < steps:
         raise EditInputError(f"jump_length={jump_length}: must be in [1, steps - 1 = {steps - 1}]")
     device, n = _device(loaded), image.shape[0]
-    cond = _cond(labels, n, loaded, device)
+    cond = _cond(labels, n, loaded, device, prompts)
     space = loaded.space
     known = space.encode_params(space.pad(image).to(device))[0]
     fill = latent_mask(pad_mask(space, mask).to(device), int(space.factor))
@@ -423,7 +434,7 @@ class Img2ImgRun:
 @torch.no_grad()
 def img2img(loaded, images: torch.Tensor, *, strength: float, steps: int, seed: int = 0,
             labels: torch.Tensor | None = None, sampler: str | None = None, eta: float | None = None,
-            guidance_scale: float = 1.0) -> tuple[torch.Tensor, Img2ImgRun]:
+            guidance_scale: float = 1.0, prompts: str | list[str] | None = None) -> tuple[torch.Tensor, Img2ImgRun]:
     """SDEdit (Meng et al. 2022, Sec. 3): noise the input to ``t0 ~ strength x T`` and denoise from there.
 
     Steps: 1. ``z0`` = the images (latent models: the first stage's posterior mean); 2. the sampler's full
@@ -436,6 +447,8 @@ def img2img(loaded, images: torch.Tensor, *, strength: float, steps: int, seed: 
     Args:
         images: ``[N, C, H, W]`` in [-1, 1]; strength: in [0, 1]; steps: grid length at strength 1.
         sampler, eta: default the checkpoint config's ``sample`` section; seed: image ``i`` uses ``seed + i``.
+        labels / prompts: the condition of a class- / text-conditional model (a text model without a prompt
+            edits unconditionally: the empty prompt).
 
     Returns:
         (images ``[N, C, H, W]`` in [-1, 1], :class:`Img2ImgRun`).
@@ -453,7 +466,7 @@ def img2img(loaded, images: torch.Tensor, *, strength: float, steps: int, seed: 
     spec = lookup(SAMPLERS, sampler, "sampler")
     k = steps_run(strength, steps)
     device, n = _device(loaded), images.shape[0]
-    cond = _cond(labels, n, loaded, device)
+    cond = _cond(labels, n, loaded, device, prompts)
     if k == 0:
         return images.clone(), Img2ImgRun(strength, steps, 0, None, sampler)
     space, process = loaded.space, loaded.process

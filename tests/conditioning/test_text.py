@@ -191,3 +191,45 @@ def test_cli_prompt_to_unconditional_model_exits_2(tmp_path, capsys):
     assert main(["sample", str(tmp_path / "u"), "--prompt", "a bag"]) == 2
     assert "does not take prompts; it takes no condition (it is unconditional)" in capsys.readouterr().err
     assert main(["sample", str(tmp_path / "u"), "--class", "Bag"]) == 2
+
+
+def test_img2img_with_a_prompt(runs, capsys, tmp_path):
+    """Text models edit with a prompt (``editing._cond`` through ``loaded.make_cond``): the prompt changes the
+    result, no prompt is the empty prompt, the PNG's reproduce line regenerates it, and a prompt to a model
+    without text conditioning exits 2."""
+    import numpy as np
+    from PIL import Image
+
+    from ldmkit import editing
+    from ldmkit.images import read_png_metadata
+    from ldmkit.pipelines import load_model
+
+    _, run = runs
+    loaded = load_model(run["scratch"])
+    from ldmkit.pipelines import image_shape
+
+    c, h, w = image_shape(loaded.config)
+    image = torch.rand(1, c, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    kw = {"strength": 0.8, "steps": 4, "seed": 3}
+    bag, _ = editing.img2img(loaded, image, prompts="a bag", **kw)
+    pants, _ = editing.img2img(loaded, image, prompts=["some pants"], **kw)
+    none, _ = editing.img2img(loaded, image, **kw)
+    empty, _ = editing.img2img(loaded, image, prompts="", **kw)
+    assert not torch.equal(bag, pants) and torch.equal(none, empty)
+    with pytest.raises(editing.EditInputError, match="2 given for 1 images"):
+        editing.img2img(loaded, image, prompts=["a", "b"], **kw)
+    src = tmp_path / "in.png"
+    Image.fromarray(((image[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8).squeeze()).save(src)
+    out = tmp_path / "out.png"
+    assert main(["img2img", run["scratch"], str(src), "--strength", "0.8", "--steps", "4", "--prompt", "a bag",
+                 "-o", str(out)]) == 0
+    meta = read_png_metadata(out)
+    assert meta["prompt"] == "a bag" and "--prompt 'a bag'" in meta["reproduce"]
+    import shlex
+    again = tmp_path / "again.png"
+    assert main(shlex.split(meta["reproduce"])[1:] + ["-o", str(again)]) == 0
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
+    capsys.readouterr()
+    assert main(["img2img", run["class"], str(src), "--strength", "0.5", "--prompt", "a bag", "-o",
+                 str(tmp_path / "x.png")]) == 2
+    assert "does not take prompts" in capsys.readouterr().err

@@ -25,6 +25,8 @@ def add_parser(sub, formatter_class):
                    help="output folder (one NAME.png per IMAGE), or a .png file for a single IMAGE")
     add_sampling_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="IMAGE i uses seed + i")
+    p.add_argument("--prompt", default=None, help="text-conditional models: the prompt for every image "
+                   "(default: the empty prompt, i.e. unconditional)")
     p.add_argument("--labels", default=None,
                    help="class-conditional models: comma-separated classes, repeated over the images "
                         "(default: 0, 1, ..., K-1, 0, ...)")
@@ -74,7 +76,8 @@ def run(args) -> int:
         for i, image in enumerate(images):
             out, run_info = editing.img2img(loaded, image, strength=args.strength, steps=s.steps,
                                             seed=args.seed + i, labels=None if labels is None else labels[i:i + 1],
-                                            sampler=s.sampler, eta=s.eta, guidance_scale=s.guidance_scale)
+                                            sampler=s.sampler, eta=s.eta, guidance_scale=s.guidance_scale,
+                                            prompts=args.prompt)
             results.append(to_uint8(out[0]))
             bar.update(1)
     seconds = time.perf_counter() - begin
@@ -83,11 +86,14 @@ def run(args) -> int:
         cmd = (f"ldmkit img2img {shlex.quote(str(loaded.path))} {shlex.quote(src)} --strength {args.strength} "
                f"--sampler {s.sampler} --steps {s.steps} --eta {s.eta} --seed {args.seed + i}"
                + ("" if label is None else f" --labels {label} --guidance-scale {s.guidance_scale}")
+               + ("" if args.prompt is None else f" --prompt {shlex.quote(args.prompt)} --guidance-scale "
+                                                 f"{s.guidance_scale}")
                + (" --no-ema" if args.no_ema else ""))
         meta = {"ldmkit_version": __version__, "method": "sdedit", "checkpoint": str(loaded.path),
                 "step": loaded.step, "weights": "model" if args.no_ema else "ema", "image": src,
                 "strength": args.strength, "sampler": s.sampler, "steps": s.steps, "steps_run": run_info.steps_run,
-                "t_start": run_info.t_start, "eta": s.eta, "seed": args.seed + i, "label": label, "reproduce": cmd}
+                "t_start": run_info.t_start, "eta": s.eta, "seed": args.seed + i, "label": label,
+                "prompt": args.prompt, "reproduce": cmd}
         save_png(dst, results[i], meta)
     where = str(paths[0]) if len(paths) == 1 else f"{args.out}/ ({len(paths)} PNGs)"
     start = "the input returned" if run_info.t_start is None else f"from t={run_info.t_start} of T={loaded.process.num_timesteps}"
