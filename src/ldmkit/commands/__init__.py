@@ -20,5 +20,6 @@ from ldmkit.commands import train as _train
 from ldmkit.commands import train_ae as _train_ae
 from ldmkit.commands import train_ldm as _train_ldm
 from ldmkit.commands import upscale as _upscale
+from ldmkit.commands import visualize as _visualize
 
-COMMAND_MODULES = [_demo, _data, _train_ae, _ae_stats, _schedule, _train, _train_ldm, _sample, _inpaint, _img2img, _upscale, _nll, _info, _eval, _bench, _serve]
+COMMAND_MODULES = [_demo, _data, _train_ae, _ae_stats, _schedule, _train, _train_ldm, _sample, _inpaint, _img2img, _upscale, _visualize, _nll, _info, _eval, _bench, _serve]
