@@ -27,6 +27,7 @@ outputs are rounded to 8-bit levels (as saved PNGs) before scoring. Sample i use
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
 
@@ -107,7 +108,9 @@ def run_sr(args) -> None:
     print(f"super-resolution x{sr.factor} ({sr.downsample}, noise_std {sr.noise_std}), Fashion-MNIST test "
           f"images 0..{args.num - 1}, model {args.model}, seeds {args.seed}+i, FID extractor {args.extractor}, "
           f"{platform.processor() or platform.machine()}, torch {torch.__version__}, device {args.device}")
-    print(table(["method", "PSNR (dB)", "SSIM", f"FID (N={args.num})", "s / image"], rows))
+    header = ["method", "PSNR (dB)", "SSIM", f"FID (N={args.num})", "s / image"]
+    print(table(header, rows))
+    write_json(args, header, rows)
     if args.picture:
         picture(args.picture, [columns["low-res"], columns["bicubic"], columns[list(columns)[-1]], truth],
                 "low-res (nearest), bicubic, ours, truth")
@@ -171,8 +174,19 @@ def run_inpaint(args) -> None:
     print(f"inpainting, Fashion-MNIST test images 0..{args.num - 1}, concat model {args.model}, RePaint model "
           f"{args.repaint}, seeds {args.seed}+i, FID extractor {args.extractor}, "
           f"{platform.processor() or platform.machine()}, torch {torch.__version__}, device {args.device}")
-    print(table(["masks", "hole fraction", "method", "PSNR in hole (dB)", "max change outside (of 255)",
-                 f"FID (N={args.num})", "s / image"], rows))
+    header = ["masks", "hole fraction", "method", "PSNR in hole (dB)", "max change outside (of 255)",
+              f"FID (N={args.num})", "s / image"]
+    print(table(header, rows))
+    write_json(args, header, rows)
+
+
+def write_json(args, header: list[str], rows: list[list[str]]) -> None:
+    """``--json FILE``: the table as ``{"task", "model", "num", "seed", "extractor", "rows": [{column: value}]}``."""
+    if args.json:
+        out = {"task": args.task, "model": args.model, "num": args.num, "seed": args.seed,
+               "extractor": args.extractor, "rows": [dict(zip(header, r)) for r in rows]}
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
 
 
 def picture(path: str, columns: list[torch.Tensor], what: str, rows: int = 8) -> None:
@@ -197,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         s.add_argument("--batch-size", type=int, default=100)
         s.add_argument("--extractor", default=DEFAULT_EXTRACTOR)
         s.add_argument("--device", default="cpu")
+        s.add_argument("--json", default=None, help="also write the table here as JSON")
     sub.choices["sr"].add_argument("--steps", type=int, nargs="+", default=[20, 100])
     sub.choices["sr"].add_argument("--picture", default=None, help="PNG: low-res, bicubic, ours, truth (8 rows)")
     sub.choices["inpaint"].add_argument("--repaint", default=None, help="an unconditional model for RePaint")

@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "ldmkit"
 # single module (``latent`` = latent.py); ``ldmkit`` is the package's own __init__ (``__version__``). An entry
 # names a stage (all its modules) or one module of it (``training.config``). A stage missing here fails the
 # test: every stage has a rule.
-BASE = {"ldmkit", "types", "registry", "schema"}
+BASE = {"ldmkit", "types", "registry", "schema", "zoo"}
 CROSSING = {"autoencoders", "conditioning", "config", "data", "denoiser", "diffusion", "editing", "images", "latent",
             "metrics", "networks", "pipelines", "recipe", "samplers", "training", "weights"} | BASE
 ALLOWED: dict[str, set[str]] = {
@@ -25,6 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "types": set(),
     "registry": set(),
     "schema": {"registry"},  # strict dataclass parsing + overrides, below every stage
+    "zoo": {"registry"},  # shipped-model names -> asset folders (resolve_checkpoint uses it)
     "weights": {"registry"},  # the one verified-weights loader (sha256)
     "images": BASE,
     "data": BASE | {"images", "weights"},
@@ -43,7 +44,8 @@ ALLOWED: dict[str, set[str]] = {
     # only these cross stages
     "pipelines": CROSSING,
     "editing": CROSSING,  # upscale / inpaint / img2img: the pipelines' editing half
-    "commands": CROSSING | {"commands", "web"},  # serve starts the web app
+    "visualize": CROSSING,  # teaching figures (ldmkit visualize): crosses stages like editing.py
+    "commands": CROSSING | {"commands", "web", "visualize"},  # serve starts the web app
     "web": CROSSING,
     "cli": BASE | {"commands"},
 }

@@ -171,8 +171,13 @@ def test_cli_sample_prompt_class_and_errors(runs, capsys):
     assert "unknown class 'boots'; valid: 'T-shirt/top', 'Trouser'" in capsys.readouterr().err
     assert main(["sample", run["class"], "--prompt", "a bag"]) == 2
     assert "--prompt/--prompts: prompts: this model does not take prompts; it takes labels" in capsys.readouterr().err
-    assert main(["sample", run["scratch"], "--class", "bag"]) == 2
-    assert "this model does not take labels; it takes prompts" in capsys.readouterr().err
+    # a text model takes class names as the class's default prompt ("a photo of a bag")
+    for name, request in (("cls", ["--class", "bag"]), ("txt", ["--prompt", "a photo of a bag"])):
+        assert main(["sample", run["scratch"], "-n", "2", "--steps", "2", *request, "--npz",
+                     str(root / f"{name}.npz")]) == 0
+    assert np.array_equal(np.load(root / "cls.npz")["images"], np.load(root / "txt.npz")["images"])
+    assert main(["sample", run["scratch"], "--class", "bag", "--prompt", "a bag"]) == 2
+    assert "give class names or prompts, not both" in capsys.readouterr().err
     assert main(["sample", run["scratch"], "--prompts", str(root / "missing.txt")]) == 2
     assert "no such file" in capsys.readouterr().err
 

@@ -80,7 +80,8 @@ def run(args) -> int:
     sampler, steps, eta, scale = settings.sampler, settings.steps, settings.eta, settings.guidance_scale
     if args.labels and args.classes:
         raise UsageError("--labels and --class: give one of them")
-    prompts = read_prompts(args.prompt, args.prompts)
+    # `ldmkit generate` hands over its prompts already expanded to one per image (a row per prompt)
+    prompts = getattr(args, "prompt_list", None) or read_prompts(args.prompt, args.prompts)
     # --labels keeps its index-only parsing (and messages); --class also takes names
     labels = class_labels(args.labels, args.num, cfg.unet.num_classes) if args.labels else args.classes
     layouts = None
@@ -131,7 +132,8 @@ def run(args) -> int:
         wrote.append(f"{args.out_dir}/ ({args.num} PNGs)")
     if args.grid or not wrote:
         grid_path = args.grid or "samples.png"
-        save_png(grid_path, make_grid(uint8, nrow=math.ceil(math.sqrt(args.num))),
+        nrow = getattr(args, "grid_nrow", None) or math.ceil(math.sqrt(args.num))
+        save_png(grid_path, make_grid(uint8, nrow=nrow),
                  {"checkpoint": str(loaded.path), "step": loaded.step, "sampler": sampler, "steps": steps,
                   "eta": eta, "seed": args.seed, "n": args.num})
         wrote.append(grid_path)

@@ -36,7 +36,11 @@ def run(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     if cfg.first_stage is not None:  # stored absolute, so sampling works from any directory
-        cfg = dataclasses.replace(cfg, first_stage=str(Path(cfg.first_stage).resolve()))
+        from ldmkit.zoo import SHIPPED
+
+        # a shipped first stage keeps its registry name (the package may move); a folder named like it wins
+        if not (cfg.first_stage in SHIPPED and not Path(cfg.first_stage).exists()):
+            cfg = dataclasses.replace(cfg, first_stage=str(Path(cfg.first_stage).resolve()))
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     result = pipelines.train(cfg, out, resume="auto" if args.resume_if_any else args.resume, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 reports

@@ -168,7 +168,9 @@ def _no_kind(cfg, hints: dict) -> None:
 def _text_kind(cfg, hints: dict):
     from ldmkit.conditioning.text import build_kind
 
-    return build_kind(cfg, hints.get("prompts"))
+    # class names become prompts only where the U-Net has no class embedding of its own (which takes labels)
+    names = hints.get("class_names") if cfg.unet.num_classes is None else None
+    return build_kind(cfg, hints.get("prompts"), names)
 
 
 def _layout_kind(cfg, hints: dict):

@@ -59,16 +59,23 @@ class TextConfig:
 
 
 class TextKind:
-    """The text context kind: ``from_batch`` reads ``Batch.captions``, ``from_request`` takes ``prompts``."""
+    """The text context kind: ``from_batch`` reads ``Batch.captions``, ``from_request`` takes ``prompts``.
 
-    accepts = ("prompts",)
+    With ``class_names`` (one default prompt per class, as Fashion-MNIST's "a photo of a sneaker", and no
+    class-label embedding in the U-Net) it also takes ``labels``: class names or indices become that class's
+    default prompt, so a text model answers ``--class sneaker`` too.
+    """
 
-    def __init__(self, cfg: TextConfig, prompts: list[str] | None = None):
+    def __init__(self, cfg: TextConfig, prompts: list[str] | None = None,
+                 class_names: tuple[str, ...] | None = None):
         from ldmkit.networks.text_encoder import WordPieceTokenizer
 
         self.cfg = cfg
         self.tokenizer = WordPieceTokenizer(max_tokens=cfg.max_tokens)
         self.default_prompts = prompts or [""]
+        fits = class_names is not None and prompts is not None and len(prompts) == len(class_names)
+        self.class_names = tuple(class_names) if fits else None
+        self.accepts = ("prompts", "labels") if fits else ("prompts",)
         self.frozen = None
         self.context_encoder = None
         self._cache: dict[tuple[str, str], torch.Tensor] = {}
@@ -124,7 +131,15 @@ class TextKind:
                              "(fashion-mnist) or use data.name: shapes")
         return self.encode(list(batch.captions), batch.images.device, truncate=True)
 
-    def from_request(self, n: int, *, space=None, prompts=None) -> Cond:
+    def from_request(self, n: int, *, space=None, prompts=None, labels=None) -> Cond:
+        if labels is not None:
+            from ldmkit.conditioning import parse_classes
+
+            if prompts is not None:
+                raise ValueError("labels: give class names or prompts, not both (a class name is the prompt "
+                                 f"{self.default_prompts[0]!r} of its class)")
+            ks = parse_classes(labels, len(self.class_names), self.class_names)
+            prompts = [self.default_prompts[k] for k in ks]
         if prompts is None:
             prompts = self.default_prompts
         if isinstance(prompts, str):
@@ -136,6 +151,7 @@ class TextKind:
         return self.encode([prompts[i % len(prompts)] for i in range(n)], truncate=False)
 
 
-def build_kind(cfg, prompts: list[str] | None = None) -> TextKind:
-    """The text kind of a run config (root ``Config``'s ``cond.text``); ``prompts``: the default request."""
-    return TextKind(cfg.cond.text, prompts)
+def build_kind(cfg, prompts: list[str] | None = None, class_names: tuple[str, ...] | None = None) -> TextKind:
+    """The text kind of a run config (root ``Config``'s ``cond.text``); ``prompts``: the default request (one
+    per class when ``class_names`` is given: then class names are accepted as prompts, see :class:`TextKind`)."""
+    return TextKind(cfg.cond.text, prompts, class_names)

@@ -82,8 +82,11 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """Accept a checkpoint folder or a run folder (-> its latest checkpoint)."""
-    p = Path(path)
+    """Accept a checkpoint folder or a run folder (-> its latest checkpoint), or a shipped model's registry
+    name (``ldmkit.zoo``)."""
+    from ldmkit.zoo import resolve
+
+    p = resolve(path)
     if not p.exists():
         raise CheckpointError(f"{p}: no such file or directory")
     if p.is_file():

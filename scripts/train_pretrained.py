@@ -1,0 +1,193 @@
+"""Train, measure and export one shipped pretrained model (issue 14): ``python scripts/train_pretrained.py NAME``.
+
+Each NAME in ``RECIPES`` is trained with the ldmkit CLI into ``--workdir/NAME`` (resumable: rerun the same
+command), then exported into the package (``src/ldmkit/assets/<folder>``, the folder ``ldmkit.zoo`` maps the
+name to): the EMA weights (the autoencoder's own weights) stored as float16 safetensors, ``config.json`` with
+the files' sizes and sha256, and ``model.json``, the registry card ``ldmkit models`` prints (task, parameters,
+training steps and minutes, the commands, and the figures the ``eval`` stage measured). Stages:
+
+    python scripts/train_pretrained.py fmnist-ae-kl-f4             # train + export + eval (all)
+    python scripts/train_pretrained.py fmnist-text --stage eval    # only re-measure the exported model
+
+The latent models train on the *exported* first stage (``--first_stage=fmnist-ae-kl-f4``, a registry name),
+so what ships is exactly what they saw. Run one at a time on an idle machine for honest timings; the card
+records the thread count and the wall clock of the training stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from ldmkit import zoo
+from ldmkit.training import checkpoint as ck
+
+SMALL_UNET = ["--unet.model_channels=32", "--unet.norm_groups=8"]  # ~3 M parameters: fits the 25 MB budget
+
+# name -> training commands (RUN = the run folder), the evaluation command (JSON written to OUT), weights file
+RECIPES: dict[str, dict] = {
+    "fmnist-ae-kl-f4": {
+        "train": [["train-ae", "configs/ae_kl_f4_fmnist.yaml", "--out", "RUN", "--train.max_minutes=10"],
+                  ["ae-stats", "RUN"]],
+        "eval": [sys.executable, "scripts/train_pretrained.py", "--ae-recon", "fmnist-ae-kl-f4", "--json", "OUT"],
+        "weights": "model.safetensors",
+    },
+    "fmnist-text": {
+        "train": [["train", "configs/ldm_text_fmnist.yaml", "--first_stage=fmnist-ae-kl-f4", "--out", "RUN",
+                   *SMALL_UNET, "--train.max_minutes=40", "--train.sample_every=0", "--train.max_steps=100000"]],
+        "eval": [sys.executable, "benchmarks/guidance_sweep.py", "--model", "text=fmnist-text", "--scales", "3",
+                 "--num-samples", "1000", "--steps", "20", "--seed", "0", "--json", "OUT"],
+        "weights": "ema.safetensors",
+    },
+    "fmnist-sr4": {
+        "train": [["train", "configs/ldm_sr_fmnist.yaml", "--first_stage=fmnist-ae-kl-f4", "--out", "RUN",
+                   *SMALL_UNET, "--train.max_minutes=20", "--train.sample_every=0", "--train.max_steps=100000"]],
+        "eval": [sys.executable, "benchmarks/editing_quality.py", "sr", "--model", "fmnist-sr4", "--num", "1000",
+                 "--steps", "20", "--json", "OUT"],
+        "weights": "ema.safetensors",
+    },
+    "fmnist-inpaint": {
+        "train": [["train", "configs/ldm_inpaint_fmnist.yaml", "--first_stage=fmnist-ae-kl-f4", "--out", "RUN",
+                   *SMALL_UNET, "--train.max_minutes=20", "--train.sample_every=0", "--train.max_steps=100000"]],
+        "eval": [sys.executable, "benchmarks/editing_quality.py", "inpaint", "--model", "fmnist-inpaint", "--num",
+                 "1000", "--steps", "20", "--json", "OUT"],
+        "weights": "ema.safetensors",
+    },
+    "collage-layout": {
+        "train": [["train", "configs/ldm_layout_collage.yaml", "--first_stage=fmnist-ae-kl-f4", "--out", "RUN",
+                   *SMALL_UNET, "--train.max_minutes=35", "--train.sample_every=0", "--train.max_steps=100000"]],
+        "eval": [sys.executable, "benchmarks/layout_eval.py", "collage-layout", "--num", "300", "--steps", "20",
+                 "--json", "OUT"],
+        "weights": "ema.safetensors",
+    },
+}
+
+
+def ldmkit(args: list[str]) -> None:
+    cmd = [sys.executable, "-m", "ldmkit.cli", *args]
+    print("+ ldmkit " + " ".join(shlex.quote(a) for a in args), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def train(name: str, run: Path) -> dict:
+    start = time.time()
+    cmds = [[a.replace("RUN", str(run)) for a in c] for c in RECIPES[name]["train"]]
+    for c in cmds:
+        ldmkit(c)
+    return {"commands": ["ldmkit " + shlex.join(c) for c in cmds], "wall_s_this_call": time.time() - start}
+
+
+def training_record(run: Path) -> dict:
+    """Steps, training seconds (the engine's own elapsed_s, summed over resumed segments) and throughput."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "elapsed_s" in r and "step" in r]
+    seconds, last = 0.0, 0.0
+    for r in rows:  # elapsed_s restarts at a resume: add each segment's final value
+        if r["elapsed_s"] < last:
+            seconds += last
+        last = r["elapsed_s"]
+    seconds += last
+    return {"steps": rows[-1]["step"] if rows else 0, "train_minutes": round(seconds / 60, 1)}
+
+
+def export(name: str, run: Path) -> Path:
+    """Latest checkpoint of ``run`` -> the package's asset folder (float16 weights, verified records)."""
+    src = ck.resolve_checkpoint(run)
+    meta = ck.load_checkpoint_config(src)
+    weights = RECIPES[name]["weights"]
+    tensors = ck.read_checkpoint_tensors(src, weights, meta, finite=True)
+    half = {k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+    dest = zoo.ASSETS / zoo.SHIPPED[name][0]
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob("*.safetensors"):
+        old.unlink()
+    ck.write_tensors(dest / weights, half)
+    meta["files"] = {weights: ck._file_record(dest / weights)}
+    meta["exported_from"] = {"checkpoint": src.name, "dtype": "float16"}
+    ck.write_json(dest / "config.json", meta)
+    card = zoo.card(name) if (dest / "model.json").is_file() else {}
+    card.update({"name": name, "task": zoo.SHIPPED[name][1], "weights": weights,
+                 "sha256": meta["files"][weights]["sha256"], "bytes": meta["files"][weights]["bytes"],
+                 "parameters": sum(v.numel() for v in tensors.values()), **training_record(run),
+                 "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads()})
+    ck.write_json(dest / "model.json", card)
+    print(f"exported {src} -> {dest} ({card['bytes'] / 1e6:.1f} MB, sha256 {card['sha256'][:12]})")
+    return dest
+
+
+def evaluate(name: str, work: Path) -> None:
+    out = work / f"{name}.eval.json"
+    cmd = [a.replace("OUT", str(out)) for a in RECIPES[name]["eval"]]
+    print("+ " + shlex.join(cmd), flush=True)
+    start = time.time()
+    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    card = zoo.card(name)
+    card["evaluation"] = {"command": shlex.join(cmd[1:] if cmd[0] == sys.executable else cmd).replace(str(out), "OUT.json"),
+                          "seconds": round(time.time() - start), "results": json.loads(out.read_text())}
+    ck.write_json(zoo.folder(name) / "model.json", card)
+
+
+def ae_reconstruction(name: str, json_out: Path, num: int = 1000) -> None:
+    """PSNR / SSIM / rFID of the first stage on the first ``num`` Fashion-MNIST test images (posterior mode,
+    the 28x28 area; rFID with the evaluation-only network fmnist-eval-v2, which no loss of the AE used)."""
+    from ldmkit.data.fashion_mnist import load_fashion_mnist_arrays
+    from ldmkit.latent import LatentSpace
+    from ldmkit.metrics.reconstruction import psnr, rfid, ssim
+
+    torch.manual_seed(0)
+    space = LatentSpace.from_checkpoint(name, posterior="mode")
+    x, _ = load_fashion_mnist_arrays("test")
+    images = torch.tensor(x[:num]).float().div(127.5).sub(1.0)[:, None]
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2), value=-1.0)
+    with torch.no_grad():
+        recon = torch.cat([space.autoencoder.decode(space.autoencoder.encode(b).mode())
+                           for b in padded.split(250)])[:, :, 2:30, 2:30].clamp(-1, 1)
+    recon = torch.round((recon + 1) * 127.5) / 127.5 - 1  # as a saved PNG holds it
+    result = {"num": num, "psnr_db": float(psnr(images, recon).mean()), "ssim": float(ssim(images, recon).mean()),
+              "rfid": rfid(images, recon)["rfid"],
+              "extractor": "fmnist-eval-v2", "split": "fashion-mnist:test"}
+    json_out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", choices=sorted(RECIPES))
+    p.add_argument("--stage", choices=["all", "train", "export", "eval"], default="all")
+    p.add_argument("--workdir", default="/work/runs/pretrained", help="run folders (outside the repository)")
+    p.add_argument("--ae-recon", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--json", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.ae_recon:
+        ae_reconstruction(args.name, Path(args.json))
+        return 0
+    work = Path(args.workdir)
+    run = work / args.name
+    if args.stage in ("all", "train"):
+        record = train(args.name, run)
+        print(json.dumps(record))
+    if args.stage in ("all", "export"):
+        export(args.name, run)
+        card = zoo.card(args.name)
+        card["train_commands"] = ["ldmkit " + shlex.join([a.replace("RUN", "RUN_DIR") for a in c])
+                                  for c in RECIPES[args.name]["train"]]
+        card["reproduce"] = f"python scripts/train_pretrained.py {args.name}"
+        ck.write_json(zoo.folder(args.name) / "model.json", card)
+    if args.stage in ("all", "eval"):
+        evaluate(args.name, work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

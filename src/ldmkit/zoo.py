@@ -1,0 +1,62 @@
+"""The shipped pretrained models: a literal registry from a short name to a folder inside the package.
+
+Every command that takes a checkpoint folder also takes one of these names (``ldmkit sample fmnist-text``),
+and a shipped model's config may name its first stage by registry name (``"first_stage": "fmnist-ae-kl-f4"``),
+so the folders work wherever the package is installed. ``resolve`` is the one place a name becomes a folder;
+``training.checkpoint.resolve_checkpoint`` calls it, so every loader sees the same names.
+
+Each folder holds a checkpoint (``config.json`` + ``ema.safetensors`` or ``model.safetensors``) and a
+``model.json`` card written by ``scripts/train_pretrained.py``: task, parameters, training time and the
+figures measured on the machine that trained it. ``tests/test_shipped_models.py`` checks every entry: it
+loads, runs, and its weights' sha256 equals the card's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+# name -> (folder under assets/, task). Literal on purpose: `ldmkit models` lists exactly these.
+SHIPPED: dict[str, tuple[str, str]] = {
+    "fmnist-ae-kl-f4": ("fmnist_ae_kl_f4", "first stage (KL-f4 autoencoder)"),
+    "fmnist-text": ("fmnist_text", "text-to-image (and class names)"),
+    "fmnist-sr4": ("fmnist_sr4", "super-resolution x4"),
+    "fmnist-inpaint": ("fmnist_inpaint", "inpainting"),
+    "collage-layout": ("collage_layout", "layout-to-image"),
+    "demo-ddpm-fmnist": ("demo_ddpm_fmnist", "unconditional (pixel DDPM)"),
+}
+DEFAULT_TEXT_MODEL = "fmnist-text"
+
+
+def folder(name: str) -> Path:
+    """The asset folder of a shipped model (it may be missing in a partial install; see :func:`available`)."""
+    from ldmkit.registry import lookup
+
+    return ASSETS / lookup(SHIPPED, name, "shipped model")[0]
+
+
+def available() -> list[str]:
+    """The registry names whose folder is installed (a checkpoint ``config.json`` present)."""
+    return [n for n, (f, _) in SHIPPED.items() if (ASSETS / f / "config.json").is_file()]
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+    """``name_or_path`` as a path: an existing path stays itself (a folder named like a model wins), a
+    registry name becomes its asset folder, anything else is returned unchanged for the caller's error."""
+    path = Path(name_or_path)
+    if path.exists() or str(name_or_path) not in SHIPPED:
+        return path
+    return folder(str(name_or_path))
+
+
+def card(name: str) -> dict[str, Any]:
+    """The ``model.json`` card of a shipped model (``{}`` when it has none, e.g. the older demo DDPM)."""
+    path = folder(name) / "model.json"
+    if not path.is_file():
+        return {}
+    with open(path) as f:
+        return json.load(f)
