@@ -7,7 +7,7 @@ FMNIST_DIR ?= $(or $(LDMKIT_FMNIST_DIR),/usr/share/datasets/fashion-mnist)
 .PHONY: demo test setup data venv lint
 
 demo: setup data
-	$(BIN)/ldmkit demo --out outputs/demo.png
+	$(BIN)/ldmkit demo --out-dir outputs
 
 test: setup data
 	$(BIN)/python -m pytest -q

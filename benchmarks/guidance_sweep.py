@@ -31,7 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="a checkpoint or run folder, named (repeat for several models)")
     p.add_argument("--scales", default="1,1.5,2,3,5", help="comma-separated guidance scales")
     p.add_argument("--num-samples", type=int, default=1000, help="images per (model, scale); a multiple of 10")
-    p.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    p.add_argument("--steps", default="50", help="sampler steps; comma-separated for an FID-vs-steps table")
+    p.add_argument("--samplers", default="ddim", help="comma-separated samplers (ddim, dpmpp_2m, ddpm)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--extractor", default=None, help="feature extractor (default: the evaluation default)")
@@ -66,9 +67,11 @@ def sweep_model(name: str, path: str, args, extractor) -> list[dict]:
     req, labels, kind = request(loaded, args.num_samples, args.seed)
     cond = loaded.make_cond(args.num_samples, **req)
     rows = []
-    for scale in [float(s) for s in args.scales.split(",")]:
+    grid = [(sampler, int(steps), float(scale)) for sampler in args.samplers.split(",")
+            for steps in str(args.steps).split(",") for scale in args.scales.split(",")]
+    for sampler, steps, scale in grid:
         t0 = time.perf_counter()
-        images = loaded.generate(args.num_samples, cond=cond, sampler="ddim", steps=args.steps, seed=args.seed,
+        images = loaded.generate(args.num_samples, cond=cond, sampler=sampler, steps=steps, seed=args.seed,
                                  guidance_scale=scale, batch_size=args.batch_size)
         seconds = time.perf_counter() - t0
         logits = extractor.extract(images).logits
@@ -77,10 +80,10 @@ def sweep_model(name: str, path: str, args, extractor) -> list[dict]:
                                     extractor=extractor)["fid"])
         row = {"model": name, "checkpoint": str(loaded.path), "step": loaded.step, "condition": kind,
                "guidance_scale": scale, "fid": round(fid, 3), "accuracy": round(accuracy, 4),
-               "num_samples": args.num_samples, "steps": args.steps, "extractor": extractor.name,
+               "num_samples": args.num_samples, "sampler": sampler, "steps": steps, "extractor": extractor.name,
                "sample_s": round(seconds, 1),
                "params": sum(p.numel() for p in loaded.denoiser.parameters())}
-        print(f"{name:>10} {kind:>16} s={scale:<4g} FID {fid:8.3f}  accuracy {accuracy:6.1%}  ({seconds:.0f} s)",
+        print(f"{name:>10} {kind:>16} {sampler:>8} {steps:>3} steps s={scale:<4g} FID {fid:8.3f}  accuracy {accuracy:6.1%}  ({seconds:.0f} s)",
               flush=True)
         rows.append(row)
     return rows

@@ -30,6 +30,7 @@ SHIPPED: dict[str, tuple[str, str]] = {
     "demo-ddpm-fmnist": ("demo_ddpm_fmnist", "unconditional (pixel DDPM)"),
 }
 DEFAULT_TEXT_MODEL = "fmnist-text"
+FIRST_STAGES = ("fmnist-ae-kl-f4",)  # autoencoders: shared by the others, not diffusion models themselves
 
 
 def folder(name: str) -> Path:
@@ -60,3 +61,36 @@ def card(name: str) -> dict[str, Any]:
         return {}
     with open(path) as f:
         return json.load(f)
+
+
+def headline(card: dict[str, Any]) -> str:
+    """The one figure that says how good a model is, from its card's evaluation results."""
+    results = (card.get("evaluation") or {}).get("results")
+    if not results:
+        return "-"
+    if "psnr_db" in results:
+        return f"PSNR {results['psnr_db']:.1f} dB, rFID {results['rfid']:.2f} (N={results['num']})"
+    if "rows" in results and results.get("task") == "sr":
+        r = results["rows"][-1]
+        fid = next(k for k in r if k.startswith("FID"))
+        return f"PSNR {r['PSNR (dB)']} dB, {fid} {r[fid]}"
+    if "rows" in results and results.get("task") == "inpaint":
+        r = next((r for r in results["rows"] if r["method"].startswith("trained")), results["rows"][0])
+        fid = next(k for k in r if k.startswith("FID"))
+        return f"{r['masks']} masks: {fid} {r[fid]}"
+    if isinstance(results, list) and results and "accuracy" in results[0]:
+        r = results[-1]
+        return f"held-out prompts in class {100 * r['accuracy']:.1f}%, FID {r['fid']:.2f} (N={r.get('num_samples', '?')}, guidance {r.get('guidance_scale')})"
+    if isinstance(results, dict) and "samples" in results:
+        s = results["samples"]
+        return f"boxes right {100 * s.get('both', 0):.0f}%, mean IoU {s.get('mean_iou', 0):.2f}"
+    return "-"
+
+
+def card_of_folder(path: str | os.PathLike) -> dict[str, Any]:
+    """The card of the shipped model stored at ``path`` (a loaded model's checkpoint folder), else ``{}``."""
+    p = Path(path).resolve()
+    for name, (sub, _) in SHIPPED.items():
+        if (ASSETS / sub).resolve() == p:
+            return {"name": name, **card(name)}
+    return {}

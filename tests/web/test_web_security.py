@@ -156,7 +156,8 @@ def test_serve_refuses_other_hosts_without_a_token_and_unknown_models(capsys):
     assert main(["serve", "--token", "short"]) == 2
     assert "at least 8 characters" in capsys.readouterr().err
     assert main(["serve", "--model", "no_such_model"]) == 2
-    assert "unknown model name or checkpoint folder 'no_such_model'; valid: demo_ddpm_fmnist" in capsys.readouterr().err
+    assert "unknown model name or checkpoint folder 'no_such_model'; valid: " in (err := capsys.readouterr().err)
+    assert "demo-ddpm-fmnist" in err and "fmnist-text" in err and "fmnist-ae-kl-f4" not in err
     assert main(["serve", "--no-demo"]) == 2
     assert "no model left to serve" in capsys.readouterr().err
 
@@ -165,8 +166,11 @@ def test_model_sources_and_allowed_hosts(cond_ckpt, tmp_path):
     from ldmkit.commands.serve import allowed_hosts, is_loopback, model_sources
 
     run = cond_ckpt.parents[1]  # the run folder "cond"
-    sources = model_sources([str(run), "demo_ddpm_fmnist", str(run)])
-    assert list(sources) == ["demo_ddpm_fmnist", "cond"]
+    from ldmkit import zoo
+
+    sources = model_sources([str(run), "demo-ddpm-fmnist", str(run)])
+    shipped = [n for n in zoo.available() if n not in zoo.FIRST_STAGES]
+    assert "demo-ddpm-fmnist" in shipped and list(sources) == [*shipped, "cond"]
     other = tmp_path / "cond"
     other.mkdir()
     assert list(model_sources([str(run), str(other)], demo=False)) == ["cond", "cond-2"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ldmkit.commands._common import positive_int
 
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo_ddpm_fmnist"  # = zoo "demo-ddpm-fmnist"
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 PROMPTS = ("a pair of sneakers", "a photo of a handbag", "a summer dress", "an ankle boot", "some trousers")
 LAYOUTS = (

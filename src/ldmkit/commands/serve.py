@@ -17,13 +17,13 @@ def add_parser(sub, formatter_class):
         "serve", help="a local web UI and JSON API: generate, inpaint, img2img in the browser",
         formatter_class=formatter_class,
         description="Serves one page and a JSON API (FastAPI + uvicorn: pip install 'ldmkit[web]') over the "
-                    "shipped demo model and every --model. Binds 127.0.0.1; another --host needs --token, "
+                    "shipped models (ldmkit models) and every --model. Binds 127.0.0.1; another --host needs --token, "
                     "and every API request then needs it. Requests through a foreign Host or Origin are "
                     "refused. See docs/web.md.")
     p.add_argument("--model", action="append", default=[], metavar="NAME_OR_DIR",
                    help="a checkpoint or run folder (served under its folder name), or a shipped model's name; "
                         "repeatable")
-    p.add_argument("--no-demo", action="store_true", help="do not serve the shipped demo model")
+    p.add_argument("--no-demo", action="store_true", help="do not serve the shipped models (only --model)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (other than loopback needs --token)")
     p.add_argument("--port", type=non_negative_int, default=7860, help="port (0: any free port)")
     p.add_argument("--token", default=None,
@@ -38,20 +38,19 @@ def add_parser(sub, formatter_class):
 
 
 def model_sources(specs: list[str], *, demo: bool = True) -> dict[str, Path]:
-    """Model id -> checkpoint folder for ``--model NAME_OR_DIR`` values, the shipped demo model first: the
-    one place a name becomes a folder (it moves to the shipped-model registry, ``ldmkit models``, later).
-
-    A spec that is an existing folder is served under its folder name (made unique with ``-2``, ``-3``, ...);
-    any other spec must name a shipped model.
+    """Model id -> checkpoint folder for ``--model NAME_OR_DIR`` values, the shipped diffusion models first
+    (``ldmkit.zoo``, served under their registry names unless ``demo`` is False). A spec that is an existing
+    folder is served under its folder name (made unique with ``-2``, ``-3``, ...); any other spec must name a
+    shipped diffusion model.
 
     Raises:
         UsageError: a spec that is neither a folder nor a shipped model's name (the message lists the names).
     """
+    from ldmkit import zoo
     from ldmkit.commands._common import UsageError
-    from ldmkit.commands.demo import DEMO_MODEL
     from ldmkit.registry import ConfigError, lookup
 
-    shipped = {DEMO_MODEL.name: DEMO_MODEL}
+    shipped = {name: zoo.folder(name) for name in zoo.available() if name not in zoo.FIRST_STAGES}
     out: dict[str, Path] = dict(shipped) if demo else {}
     for spec in specs:
         path = Path(spec).expanduser()

@@ -118,10 +118,22 @@ class ServedModel:
             "unsupported": {t: why for t, why in self.tasks.items() if why is not None},
             "defaults": {"sampler": cfg.sample.sampler, "steps": cfg.sample.steps or loaded.process.num_timesteps,
                          "eta": cfg.sample.eta, "guidance_scale": cfg.sample.guidance_scale},
+            "shipped": _shipped(loaded),
             "figures": {"num_timesteps": loaded.process.num_timesteps, "trained_steps": loaded.step,
                         "parameters": params, "schedule": cfg.diffusion.schedule,
                         "prediction_type": cfg.diffusion.prediction_type},
         }
+
+
+def _shipped(loaded: Any) -> dict[str, Any] | None:
+    """Registry name, task, training and measured headline figure of a shipped model (``ldmkit models``)."""
+    from ldmkit import zoo
+
+    card = zoo.card_of_folder(loaded.path) if getattr(loaded, "path", None) else {}
+    if not card:
+        return None
+    return {"name": card["name"], "task": card.get("task", zoo.SHIPPED[card["name"]][1]),
+            "train_minutes": card.get("train_minutes"), "measured": zoo.headline(card)}
 
 
 def load_models(models: Mapping[str, Any], device: Any = "cpu") -> dict[str, ServedModel]:

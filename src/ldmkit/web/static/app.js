@@ -62,7 +62,8 @@ function pickModel(id) {
   state.model = m;
   const f = m.figures, size = m.image_size, L = state.limits;
   $("model-info").textContent = `${m.task} · ${size.height}x${size.width}x${size.channels} · T=${f.num_timesteps} · ` +
-    `trained ${f.trained_steps} steps · ${(f.parameters / 1e6).toFixed(2)} M parameters · ${f.schedule}, ${f.prediction_type}`;
+    `trained ${f.trained_steps} steps · ${(f.parameters / 1e6).toFixed(2)} M parameters · ${f.schedule}, ${f.prediction_type}` +
+    (m.shipped ? ` · shipped ${m.shipped.name} (${m.shipped.task}; measured: ${m.shipped.measured})` : "");
   const classes = m.conditioning.classes;
   const cls = $("class");
   cls.innerHTML = "";
