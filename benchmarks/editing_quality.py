@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Quality of image-conditioned tasks on the Fashion-MNIST test split: super-resolution and inpainting.
+"""Quality of image-conditioned tasks on the Fashion-MNIST test split: super-resolution, inpainting, SDEdit.
 
 ``sr``: the first N test images are degraded exactly as the model's training degraded them (its
 ``cond.sr``: x4 antialiased bicubic or area, rounded to 8-bit levels; noise with seed 0 if ``noise_std``),
@@ -15,6 +15,11 @@ unconditional model; ``editing.inpaint``, R = ``--resample``). Table: PSNR insid
 change outside it (0 = the known region is exact), FID of the completed images against the N true
 ones, seconds per image.
 
+``sdedit``: SDEdit (``editing.img2img``) of the same N test images at each ``--strengths`` value; a model
+that takes class names is asked for the input's own class (guidance ``--guidance-scale``). Table: steps
+actually run, RMS distance and PSNR to the input, the fraction still classified as the input's class, FID
+of the edits against the N inputs, seconds per image.
+
 FID uses ``--extractor`` (default ``ldmkit.metrics.features.DEFAULT_EXTRACTOR``, the evaluation-only
 network); an extractor that a first stage's perceptual loss used is refused, as in ``ldmkit eval``. All
 outputs are rounded to 8-bit levels (as saved PNGs) before scoring. Sample i uses seed ``--seed + i``.
@@ -22,6 +27,7 @@ outputs are rounded to 8-bit levels (as saved PNGs) before scoring. Sample i use
     python benchmarks/editing_quality.py sr --model runs/ldm_sr_fmnist --num 1000 --steps 20 100
     python benchmarks/editing_quality.py inpaint --model runs/ldm_inpaint_fmnist --repaint runs/ldm_kl_f4_fmnist \
         --num 1000 --steps 50
+    python benchmarks/editing_quality.py sdedit --model fmnist-text --num 1000 --steps 50
 """
 
 from __future__ import annotations
@@ -189,6 +195,52 @@ def write_json(args, header: list[str], rows: list[list[str]]) -> None:
             json.dump(out, f, indent=2)
 
 
+# ------------------------------------------------------------------------------------------- SDEdit
+def run_sdedit(args) -> None:
+    """SDEdit strength sweep: distance to the input against realism (FID) and, for models that take class
+    names, whether the edit keeps the input's class (evaluation classifier on the requested = true class)."""
+    from ldmkit import editing
+    from ldmkit.data.fashion_mnist import load_fashion_mnist_arrays
+    from ldmkit.metrics.reconstruction import psnr
+    from ldmkit.pipelines import load_model
+
+    model = load_model(args.model, device=args.device)
+    truth = test_images(args.num)
+    labels = torch.from_numpy(np.array(load_fashion_mnist_arrays("test")[1][: args.num])).long()
+    extractor = extractor_for(args, model)
+    truth_features = extractor.extract(truth).features
+    takes_labels = "labels" in model.conditioner.accepts
+    scale = args.guidance_scale if takes_labels else 1.0
+    rows, columns = [], [truth]
+    for strength in [float(v) for v in args.strengths.split(",")]:
+        def edit(x, lab, seed, strength=strength):
+            kw = {"prompts": [model.conditioner.parts["context"].default_prompts[k] for k in lab.tolist()]} \
+                if takes_labels and "prompts" in model.conditioner.accepts else \
+                ({"labels": lab} if takes_labels else {})
+            return editing.img2img(model, x, strength=strength, steps=args.steps, seed=args.seed + seed,
+                                   guidance_scale=scale, **kw)[0]
+
+        out, sec = in_batches(edit, truth, args.batch_size, labels)
+        out = quantize(out)
+        columns.append(out)
+        logits = extractor.extract(out).logits
+        kept = float((torch.from_numpy(np.argmax(logits, axis=1)) == labels).float().mean())
+        l2 = float((out - truth).flatten(1).pow(2).mean(1).sqrt().mean())
+        rows.append([f"{strength:g}", str(editing.steps_run(strength, args.steps)), f"{l2:.3f}",
+                     f"{float(psnr(out, truth).mean()):.2f}", f"{100 * kept:.1f}",
+                     f"{fid_against(extractor, truth_features, out):.2f}", f"{sec:.3f}"])
+    print(f"SDEdit, Fashion-MNIST test images 0..{args.num - 1}, model {args.model}, {args.steps}-step grid, "
+          f"guidance {scale} ({'class name of the input as prompt' if takes_labels else 'unconditional'}), seeds "
+          f"{args.seed}+i, extractor {args.extractor}, {platform.processor() or platform.machine()}, "
+          f"torch {torch.__version__}")
+    header = ["strength", "steps run", "RMS distance to input", "PSNR to input (dB)", "class kept (%)",
+              f"FID (N={args.num})", "s / image"]
+    print(table(header, rows))
+    write_json(args, header, rows)
+    if args.picture:
+        picture(args.picture, columns, "input, then strength " + ", ".join(args.strengths.split(",")))
+
+
 def picture(path: str, columns: list[torch.Tensor], what: str, rows: int = 8) -> None:
     from ldmkit.images import make_grid, save_png
 
@@ -203,9 +255,9 @@ def main(argv: list[str] | None = None) -> None:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="task", required=True)
-    for name in ("sr", "inpaint"):
+    for name in ("sr", "inpaint", "sdedit"):
         s = sub.add_parser(name)
-        s.add_argument("--model", required=name == "sr", help="the trained concat model (run or checkpoint folder)")
+        s.add_argument("--model", required=name != "inpaint", help="the trained concat model (run or checkpoint folder)")
         s.add_argument("--num", type=int, default=1000, help="test images 0 .. N-1")
         s.add_argument("--seed", type=int, default=0)
         s.add_argument("--batch-size", type=int, default=100)
@@ -217,9 +269,13 @@ def main(argv: list[str] | None = None) -> None:
     sub.choices["inpaint"].add_argument("--repaint", default=None, help="an unconditional model for RePaint")
     sub.choices["inpaint"].add_argument("--steps", type=int, default=50)
     sub.choices["inpaint"].add_argument("--resample", type=int, default=1)
+    sub.choices["sdedit"].add_argument("--strengths", default="0.2,0.4,0.6,0.8,1.0")
+    sub.choices["sdedit"].add_argument("--steps", type=int, default=50)
+    sub.choices["sdedit"].add_argument("--guidance-scale", type=float, default=3.0)
+    sub.choices["sdedit"].add_argument("--picture", default=None, help="PNG: input, then each strength (8 rows)")
     args = p.parse_args(argv)
     torch.set_grad_enabled(False)
-    (run_sr if args.task == "sr" else run_inpaint)(args)
+    {"sr": run_sr, "inpaint": run_inpaint, "sdedit": run_sdedit}[args.task](args)
 
 
 if __name__ == "__main__":

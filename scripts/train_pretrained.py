@@ -123,7 +123,38 @@ def export(name: str, run: Path) -> Path:
                  "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads()})
     ck.write_json(dest / "model.json", card)
     print(f"exported {src} -> {dest} ({card['bytes'] / 1e6:.1f} MB, sha256 {card['sha256'][:12]})")
+    if weights == "ema.safetensors":
+        card["float16_check"] = float16_check(name, src)
+        ck.write_json(dest / "model.json", card)
     return dest
+
+
+def float16_check(name: str, src: Path, n: int = 16, steps: int = 20) -> dict:
+    """What float16 storage costs: the same n samples (seeds 0..n-1, the model's default request, DDIM
+    ``steps``) from the run's float32 EMA weights and from the exported float16 ones, compared in 8-bit
+    levels after quantisation (as saved PNGs)."""
+    from ldmkit import editing
+    from ldmkit.images import to_uint8
+    from ldmkit.pipelines import load_model
+
+    out = []
+    for path in (src, name):
+        m = load_model(path)
+        if m.conditioner.parts.get("concat") is not None:  # SR / inpainting: the shipped example inputs
+            from ldmkit.commands.demo import _examples
+
+            if editing.concat_task(m) == "super_resolution":
+                images = editing.upscale(m, _examples("lowres", m)[:n], steps=steps)
+            else:
+                x = _examples("images", m)[:n]
+                mask = editing.box_mask((0, 0, 14, 28), (28, 28)).expand(len(x), -1, -1, -1)
+                images = editing.inpaint_concat(m, x, mask, steps=steps)
+        else:
+            images = m.generate(n, sampler="ddim", steps=steps, guidance_scale=m.config.sample.guidance_scale)
+        out.append(to_uint8(images).astype(int))
+    diff = abs(out[0] - out[1])
+    return {"samples": len(diff), "steps": steps, "mean_abs_diff_8bit": round(float(diff.mean()), 4),
+            "max_abs_diff_8bit": int(diff.max()), "pixels_changed": round(float((diff > 0).mean()), 4)}
 
 
 def evaluate(name: str, work: Path) -> None:
