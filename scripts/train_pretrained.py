@@ -60,8 +60,8 @@ RECIPES: dict[str, dict] = {
     "fmnist-inpaint": {
         "train": [["train", "configs/ldm_inpaint_fmnist.yaml", "--first_stage=fmnist-ae-kl-f4", "--out", "RUN",
                    *SMALL_UNET, "--train.max_minutes=20", "--train.sample_every=0", "--train.max_steps=100000"]],
-        "eval": [sys.executable, "benchmarks/editing_quality.py", "inpaint", "--model", "fmnist-inpaint", "--num",
-                 "1000", "--steps", "20", "--json", "OUT"],
+        "eval": [sys.executable, "benchmarks/editing_quality.py", "inpaint", "--model", "fmnist-inpaint",
+                 "--repaint", "demo-ddpm-fmnist", "--num", "1000", "--steps", "50", "--json", "OUT"],
         "weights": "ema.safetensors",
     },
     "collage-layout": {
