@@ -165,16 +165,47 @@ def test_info_errors(tmp_path, capsys):
     assert "CKPT_DIR: " in (err := capsys.readouterr().err) and "neither a checkpoint folder" in err
 
 
-@pytest.mark.parametrize("argv, names", [
+# One bad argument per subcommand (``test_the_bad_argument_walk_covers_every_command`` fails when a command in
+# ``COMMAND_MODULES`` has none). {run}: the tiny run above; {cfg}: its config; {demo}: the shipped demo DDPM
+# (28x28 gray, T = 1000, U-Net factor 4), usable wherever a checkpoint folder is (ldmkit.zoo).
+BAD_ARGUMENTS = [
     (["demo", "-n", "0"], "argument -n/--num: must be >= 1, got 0"),
+    (["generate", "a coat", "--steps", "0"], "argument --steps: must be >= 1, got 0"),
+    (["generate"], "give prompts as arguments, --prompts FILE or --class NAMES (exactly one; got none)"),
+    (["generate", "a coat", "-n", "0"], "argument -n/--num: must be >= 1, got 0"),
+    (["generate", "a coat", "--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
+    (["generate", "a coat", "--model", "{demo}", "--guidance-scale", "-1"], "--guidance-scale=-1.0: must be >= 0"),
+    (["generate", "a coat", "--model", "{tmp}/missing"], "missing: no such file or directory"),
+    (["models", "--bogus"], "unrecognized arguments: --bogus"),
     (["data", "info", "shapes", "--n", "0"], "argument --n: must be >= 1"),
     (["train-ae", "configs/ae_kl_f4_fmnist.yaml", "--out", "{tmp}/ae", "--train.max_stepz=1"], "train.max_stepz"),
     (["ae-stats", "{run}", "--num-images", "0"], "argument --num-images: must be >= 1"),
     (["schedule", "plot", "linear", "-T", "0"], "argument -T/--num-timesteps: must be >= 1"),
     (["schedule", "plot", "lineer", "-o", "{tmp}/s.png"], "'lineer'"),
     (["train", "{cfg}", "--out", "{tmp}/t", "--train.lrr=1"], "train.lrr: unknown key"),
+    (["train", "{cfg}", "--out", "{tmp}/t", "--train.lr=-1"], "lr=-1.0 must be positive"),
+    (["train", "{cfg}", "--out", "{tmp}/t", "--train.lr=fast"], "train.lr: expected float, got 'fast' (str)"),
+    (["train", "{cfg}", "--out", "{tmp}/t", "--train.batch_size=0"], "batch_size=0 must be positive"),
+    (["train-ldm", "configs/ldm_kl_f4_fmnist.yaml", "--minutes", "0", "--out", "{tmp}/l"], "--minutes=0.0: the wall"),
     (["sample", "{run}", "--steps", "0"], "argument --steps: must be >= 1"),
     (["sample", "{run}", "--device", "cudx"], "--device='cudx'"),
+    (["sample", "{demo}", "--steps", "0"], "argument --steps: must be >= 1, got 0"),
+    (["sample", "{demo}", "--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
+    (["sample", "{demo}", "--guidance-scale", "-1"], "--guidance-scale=-1.0: must be >= 0"),
+    (["sample", "{demo}", "--guidance-scale", "-0.5"], "--guidance-scale=-0.5: must be >= 0"),
+    (["sample", "{demo}", "--size", "30x30"], "--size 30x30: height and width must be positive multiples of 4"),
+    (["inpaint", "{demo}", "{tmp}/x.png", "--steps", "0"], "argument --steps: must be >= 1, got 0"),
+    (["inpaint", "{demo}", "{tmp}/x.png", "--resample", "0"], "argument --resample: must be >= 1, got 0"),
+    (["img2img", "{demo}", "{tmp}/x.png", "--strength", "2"], "--strength=2.0: must be in [0, 1]"),
+    (["img2img", "{demo}", "{tmp}/x.png", "--strength", "-0.5"], "--strength=-0.5: must be in [0, 1]"),
+    (["upscale", "{demo}", "{tmp}/x.png"], "upscale needs a model trained with cond.concat='super_resolution'"),
+    (["visualize", "{demo}", "--what", "nonsense"], "--what='nonsense': valid: noising, trajectory, schedules"),
+    (["visualize", "{demo}", "--what", "noising", "--t", "5000"], "--t: 5000 is outside [0, 999]"),
+    (["visualize", "{demo}", "--what", "noising", "--t", "-1"], "--t: -1 is outside [0, 999]"),
+    (["visualize", "{demo}", "--what", "noising", "--num", "0"], "argument --num: must be >= 1, got 0"),
+    (["visualize", "{demo}", "--what", "trajectory", "--steps", "0"], "argument --steps: must be >= 1, got 0"),
+    (["visualize", "{demo}", "--what", "trajectory", "--every", "0"], "--every=0: must be in [1, 25]"),
+    (["visualize", "{demo}", "--what", "trajectory", "--guidance-scale", "-1"], "--guidance-scale=-1.0: must be >= 0"),
     (["nll", "{run}", "-n", "0"], "argument -n/--num: must be >= 1"),
     (["info", "{tmp}/missing"], "CKPT_DIR: "),
     (["eval-images", "{tmp}/x.npz", "--value-range", "1"], "--value-range: expected 'LOW,HIGH'"),
@@ -182,13 +213,48 @@ def test_info_errors(tmp_path, capsys):
     (["eval", "{run}", "--sampler", "euler", "--metrics", "fid"], "--sampler: unknown sampler 'euler'"),
     (["bench", "{run}", "--warmup", "-1"], "argument --warmup: must be >= 0"),
     (["bench", "{run}", "--steps", "1000"], "--steps=1000: must be in [1, 40]"),
-])
-def test_every_command_exits_2_on_a_bad_argument_and_names_it(run_dir, tmp_path, capsys, argv, names):
-    fill = {"run": str(run_dir / "run"), "cfg": str(run_dir / "tiny.yaml"), "tmp": str(tmp_path)}
+    (["serve", "--port", "-1"], "argument --port: must be >= 0, got -1"),
+    (["serve", "--max-n", "0"], "argument --max-n: must be >= 1, got 0"),
+    (["serve", "--host", "0.0.0.0"], "--host 0.0.0.0: serving beyond this machine needs --token"),
+    (["serve", "--no-demo", "--model", "{tmp}/missing"], "--model: unknown model name or checkpoint folder"),
+]
+
+
+@pytest.mark.parametrize("argv, names", BAD_ARGUMENTS, ids=[" ".join(a) for a, _ in BAD_ARGUMENTS])
+def test_every_command_exits_2_on_a_bad_argument_and_names_it(run_dir, tmp_path, capsys, monkeypatch, argv, names):
+    """Exit 2, exactly one ``error:`` line naming the argument or key and the value (argparse's usage lines
+    aside), no traceback. Guards ``commands/_common.py`` (``positive_int`` / ``non_negative_int``, the argparse
+    type of every count; ``sampling_settings``; ``run_command``/``exit_code``, which turn ``UsageError`` and
+    ``ConfigError`` into one line and exit 2) and each command's own checks (``generate.rows``,
+    ``visualize.run``'s ``--what`` and ``parse_timesteps``, ``editing.shape_at`` for ``--size``, ...)."""
+    if argv[0] == "serve":  # a check that stopped refusing must fail the test, not serve forever
+        uvicorn = pytest.importorskip("uvicorn")
+        monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("serve started despite a bad argument"))
+    fill = {"run": str(run_dir / "run"), "cfg": str(run_dir / "tiny.yaml"), "tmp": str(tmp_path),
+            "demo": "demo-ddpm-fmnist"}
     assert main([a.format(**fill) for a in argv]) == 2
     err = capsys.readouterr().err
-    assert names in err, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    assert names in lines[0], err
+
+
+def test_the_bad_argument_walk_covers_every_command():
+    """Every subcommand the parser offers (each module of ``commands.COMMAND_MODULES``, ``eval`` and
+    ``eval-images`` both) has at least one case in ``BAD_ARGUMENTS``: adding a command without one fails here."""
+    import argparse
+
+    from ldmkit.commands import COMMAND_MODULES
+
+    commands = set()
+    for module in COMMAND_MODULES:
+        sub = argparse.ArgumentParser().add_subparsers()
+        module.add_parser(sub, argparse.HelpFormatter)
+        commands |= set(sub.choices)
+    assert len(commands) >= len(COMMAND_MODULES)
+    missing = commands - {argv[0] for argv, _ in BAD_ARGUMENTS}
+    assert not missing, f"subcommands without a bad-argument case: {sorted(missing)}"
 
 
 def test_exit_code_policy():

@@ -80,7 +80,7 @@ CASES = [
      ["train", "batch_size=0", "positive"]),
     # demo, bench, nll
     (["demo", "-n", "0"], ["-n/--num", "0", ">= 1"]),
-    (["demo", "--steps", "0"], ["--steps", "0", ">= 1"]),
+    (["demo", "--seed", "x"], ["--seed", "'x'", "invalid int"]),  # demo lost --steps when it moved to the zoo
     (["bench", "{uncond}", "--batch-size", "0"], ["--batch-size", "0", ">= 1"]),
     (["bench", "{uncond}", "--steps", "0"], ["--steps", "0", ">= 1"]),
     (["bench", "{uncond}", "--sample-n", "0"], ["--sample-n", "0", ">= 1"]),

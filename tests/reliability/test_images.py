@@ -1,5 +1,6 @@
 """Hostile image files through the checked loader (``ldmkit.data.image_folder.read_image``), the dataset
-(ImageFolder) and the commands that read images (``data info``, ``inpaint``, ``img2img``, ``eval-images``):
+(ImageFolder) and the commands that read images (``data info``, ``inpaint``, ``img2img``, ``upscale``,
+``visualize --image``, ``eval-images``):
 correct pixels or one clear error naming the file; commands exit 2 without a traceback.
 
 The conversions themselves (16-bit, palette + tRNS, CMYK, alpha, EXIF, truncated and corrupt files, bomb
@@ -170,6 +171,43 @@ def test_inpaint_and_img2img_refuse_bad_files_with_exit_2(tmp_path, capsys, ckpt
         rc, text = _run(argv, capsys)
         assert rc == 2, (command, text)
         assert name in text and "Traceback" not in text, (command, text)
+        assert not (tmp_path / "o.png").exists()
+
+
+def _sr_checkpoint(root: Path) -> str:
+    """An untrained x4 super-resolution checkpoint (pixel space, 28x28 padded to 32), saved by the library."""
+    import torch
+
+    from ldmkit import pipelines
+    from ldmkit.config import config_from_data
+    from ldmkit.training.checkpoint import save_checkpoint
+
+    cfg = config_from_data({
+        "data": {"name": "fashion-mnist", "pad_to": 32}, "cond": {"concat": "super_resolution"},
+        "unet": {"in_channels": 1, "concat_channels": 1, "model_channels": 8, "channel_mult": [1, 2, 2, 2],
+                 "num_res_blocks": 1, "attention_levels": [], "num_heads": 2, "norm_groups": 4},
+        "diffusion": {"num_timesteps": 40}, "sample": {"sampler": "ddim", "steps": 2}})
+    torch.manual_seed(0)
+    model = pipelines.build_denoiser(cfg, pipelines.build_process(cfg))
+    return str(save_checkpoint(root / "sr", 0, config=pipelines.config_dict(cfg), tensors={"model": model.state_dict()}))
+
+
+@pytest.mark.parametrize("name", ["zero.png", "text.png", "corrupt.png", "cut.jpg", "cut.png", "bomb.png",
+                                  "band.png", "anim.gif"])
+def test_upscale_and_visualize_refuse_bad_files_with_exit_2(tmp_path, capsys, ckpt, name):
+    """The other commands that read a user's images: ``upscale LOWRES`` and ``visualize --what noising
+    --image``. Guards their use of the checked loader (``editing.load_image_tensor`` -> ``read_uint8`` ->
+    ``read_image``, whose BadImageError is a usage error): one line naming the file, exit 2, nothing written,
+    no traceback."""
+    path = _bad_files(tmp_path / "in")[name]
+    runs = {"upscale": ["upscale", _sr_checkpoint(tmp_path), path, "-o", tmp_path / "o.png"],
+            "visualize": ["visualize", ckpt, "--what", "noising", "--image", path, "--t", "0,20",
+                          "-o", tmp_path / "o.png"]}
+    for command, argv in runs.items():
+        rc, text = _run(argv, capsys)
+        assert rc == 2, (command, text)
+        assert name in text and "Traceback" not in text, (command, text)
+        assert len([line for line in text.splitlines() if "error:" in line]) == 1, (command, text)
         assert not (tmp_path / "o.png").exists()
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ast
 import pickle
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -64,10 +66,15 @@ def _evil_files(tmp: Path, marker: Path) -> dict[str, Path]:
             "bin": plant_pickle(tmp / "evil.bin", marker, torch_format=True)}
 
 
+# The refusals' own words (``resolve_checkpoint``, ``training/files.py``'s layout check, ``weights.py``); a bare
+# "pickle" would also match the tests' temporary paths (``.../test_pickle_files_refused.../``).
+REFUSED = re.compile(r"pickle checkpoints are not loaded|a pickle/zip file|is a pickle / torch\.save file")
+
+
 def _assert_refused(code: int, capsys, marker: Path) -> str:
     err = capsys.readouterr().err
     assert code in (1, 2), err
-    assert "pickle" in err and "Traceback" not in err, err
+    assert REFUSED.search(err) and "Traceback" not in err, err
     assert not marker.exists(), "the planted pickle ran"
     return err
 
@@ -109,6 +116,80 @@ def test_pickle_refused_as_lpips_weights(tmp_path, capsys):
         assert code in (1, 2) and str(path) in err and "Traceback" not in err, err
         assert not marker.exists()
     assert not (tmp_path / "ae" / "checkpoints").exists()
+
+
+def _model_path_commands(path: str, tmp: Path) -> dict[str, list[str]]:
+    """The commands added since the list above that take a model path or a shipped model's name."""
+    return {
+        "generate": ["generate", "a coat", "--model", path, "-n", "1", "--steps", "2", "--device", "cpu",
+                     "--npz", str(tmp / "g.npz")],
+        "visualize": ["visualize", path, "--what", "schedules", "-o", str(tmp / "v.png")],
+        "serve": ["serve", "--no-demo", "--model", path, "--device", "cpu", "--port", "0"],
+    }
+
+
+@pytest.fixture
+def no_serving(monkeypatch):
+    """``serve`` loads every model before it starts uvicorn; if a refusal went missing, fail instead of serving."""
+    uvicorn = pytest.importorskip("uvicorn")
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("serve started on a planted pickle"))
+
+
+@pytest.mark.parametrize("command", ["generate", "visualize", "serve"])
+def test_pickle_files_refused_by_generate_visualize_and_serve(tmp_path, capsys, no_serving, command):
+    """Guards ``resolve_checkpoint`` (the ``PICKLE_SUFFIXES`` checks: a pickle file, and a folder holding only
+    ``model.ckpt``) and ``_safetensors_problem`` (a pickle renamed ``model.safetensors``) on the paths of
+    ``generate --model``, ``visualize CKPT`` and ``serve --model`` (``commands/serve.py`` ``model_sources``,
+    which refuses a file through ``checkpoint_folder``, and its ``load_model`` before serving)."""
+    marker = tmp_path / "MARKER"
+    files = [*_evil_files(tmp_path, marker).values(), plant_pickle(tmp_path / "model.ckpt", marker)]
+    only_ckpt = tmp_path / "run_with_a_pickle"
+    plant_pickle(only_ckpt / "model.ckpt", marker, torch_format=True)
+    for path in [*files, only_ckpt]:
+        err = _assert_refused(main(_model_path_commands(str(path), tmp_path)[command]), capsys, marker)
+        assert path.name in err, err
+    for torch_format in (False, True):
+        ckpt = diffusion_checkpoint(tmp_path, f"ckpt{torch_format}")
+        plant_pickle(ckpt / "model.safetensors", marker, torch_format=torch_format)
+        err = _assert_refused(main(_model_path_commands(str(ckpt), tmp_path)[command]), capsys, marker)
+        assert "model.safetensors" in err
+    assert not any((tmp_path / name).exists() for name in ("g.npz", "v.png"))
+
+
+@pytest.fixture
+def planted_assets(tmp_path, monkeypatch):
+    """The shipped models' folders (``ldmkit.zoo.ASSETS``) replaced by ones whose weights are planted pickles:
+    the diffusion demo (``demo-ddpm-fmnist``) and the first stage (``fmnist-ae-kl-f4``)."""
+    from ldmkit import zoo
+
+    assets, marker = tmp_path / "assets", tmp_path / "MARKER"
+    assets.mkdir()
+    # an asset folder is a checkpoint folder itself (config.json at its top), as the shipped ones are
+    demo = shutil.move(diffusion_checkpoint(tmp_path, "demo"), assets / zoo.SHIPPED["demo-ddpm-fmnist"][0])
+    plant_pickle(demo / "model.safetensors", marker, torch_format=True)
+    ae = shutil.move(ae_checkpoint(tmp_path, "ae"), assets / zoo.SHIPPED["fmnist-ae-kl-f4"][0])
+    plant_pickle(ae / "model.safetensors", marker)
+    monkeypatch.setattr(zoo, "ASSETS", assets)
+    assert {"demo-ddpm-fmnist", "fmnist-ae-kl-f4"} <= set(zoo.available())
+    return marker
+
+
+def test_pickle_behind_a_shipped_model_name_is_refused(tmp_path, capsys, no_serving, planted_assets):
+    """A registry name goes through ``zoo.resolve`` -> ``resolve_checkpoint`` -> the same safetensors-only
+    load as a folder: guards that no name-resolution path (``sample``/``info``/``generate``/``visualize``,
+    ``serve``'s default shipped list and ``--model NAME``, a first stage by name in ``ae-stats`` and
+    ``train --first_stage=``) skips ``_safetensors_problem``'s pickle/zip check."""
+    marker = planted_assets
+    argvs = [*(_checkpoint_commands("demo-ddpm-fmnist", tmp_path)[c] for c in ("sample", "info")),
+             *_model_path_commands("demo-ddpm-fmnist", tmp_path).values(),
+             ["serve", "--device", "cpu", "--port", "0"],
+             ["ae-stats", "fmnist-ae-kl-f4", "--num-images", "2"],
+             ["train", str(CONFIGS / "ldm_kl_f4_fmnist.yaml"), "--out", str(tmp_path / "ldm"),
+              "--first_stage=fmnist-ae-kl-f4", "--train.max_steps=1", "--no-progress"]]
+    for argv in argvs:
+        err = _assert_refused(main(argv), capsys, marker)
+        assert "model.safetensors" in err, (argv, err)
+    assert not (tmp_path / "ldm" / "checkpoints").exists()
 
 
 def _images_npz(path: Path) -> Path:

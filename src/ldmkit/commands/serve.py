@@ -44,16 +44,19 @@ def model_sources(specs: list[str], *, demo: bool = True) -> dict[str, Path]:
     shipped diffusion model.
 
     Raises:
-        UsageError: a spec that is neither a folder nor a shipped model's name (the message lists the names).
+        UsageError: a spec that is a file (a pickle is refused as one, never read), or neither a folder nor a
+            shipped model's name (the message lists the names).
     """
     from ldmkit import zoo
-    from ldmkit.commands._common import UsageError
+    from ldmkit.commands._common import UsageError, checkpoint_folder
     from ldmkit.registry import ConfigError, lookup
 
     shipped = {name: zoo.folder(name) for name in zoo.available() if name not in zoo.FIRST_STAGES}
     out: dict[str, Path] = dict(shipped) if demo else {}
     for spec in specs:
         path = Path(spec).expanduser()
+        if path.is_file():  # e.g. a .ckpt pickle: refused by name (never read), not "unknown model name"
+            checkpoint_folder(path, "--model")
         if path.is_dir():
             base = re.sub(r"[^A-Za-z0-9._-]+", "_", path.resolve().name).strip("_")[:90] or "model"
         else:
