@@ -51,8 +51,8 @@ def add_parser(sub, formatter_class):
 
 
 def run_info(args) -> int:
-    """Exit 1 when a folder holds bad files (unless --skip-bad); errors follow the CLI's exit-code policy
-    (a missing folder or a bad option: 2; an unreadable file: 1)."""
+    """Exit 2 when a folder holds bad files (unless --skip-bad: 0), naming each; other errors follow the CLI's
+    exit-code policy (a missing folder or a bad option: 2)."""
     if args.source == "fashion-mnist":
         return _info_fashion_mnist(args)
     if args.source == "shapes":
