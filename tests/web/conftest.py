@@ -1,10 +1,13 @@
-"""Fixtures of the web tests: the shipped demo model, a tiny class-conditional checkpoint, a gated model whose
-denoiser blocks until released (to hold a job running), and helpers to make clients and PNG uploads."""
+"""Fixtures of the web tests: the shipped demo model, a tiny class-conditional checkpoint, a tiny layout model
+(trained for 2 steps on ``shapes``, its output layers nudged off zero), a gated model whose denoiser blocks until released (to hold a job running),
+and helpers to make clients and PNG uploads."""
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,6 +51,32 @@ def cond_ckpt(tmp_path_factory):
 @pytest.fixture(scope="session")
 def cond(cond_ckpt):
     return pipelines.load_model(cond_ckpt)
+
+
+@pytest.fixture(scope="session")
+def layout_model(tmp_path_factory):
+    """The tiny layout-to-image config of ``tests/conditioning`` (16x16 ``shapes`` in pixel space, 18 labels,
+    ``max_boxes=3``, T = 40) trained for 2 steps (about a second), output layers nudged off their zero init."""
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from conditioning.test_layout_model import TINY_SHAPES
+
+    data = yaml.safe_load(TINY_SHAPES)
+    data["train"].update(max_steps=2, checkpoint_every=2)
+    root = tmp_path_factory.mktemp("web-layout")
+    pipelines.train(config_from_data(data), root / "run", progress=False)
+    trained = pipelines.load_model(root / "run")
+    # two steps leave the zero-initialised output layers near zero, which would hide the layout's effect
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in trained.denoiser.parameters():
+            if p.dim() > 1 and float(p.abs().max()) < 1e-2:
+                p.add_(0.05 * torch.randn(p.shape, generator=g))
+    tensors = {k: v.contiguous() for k, v in trained.denoiser.state_dict().items()}
+    ckpt = save_checkpoint(root / "layout", trained.step, config=pipelines.config_dict(trained.config),
+                           tensors={"model": tensors})
+    return pipelines.load_model(ckpt)
 
 
 @pytest.fixture(scope="session")

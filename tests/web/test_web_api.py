@@ -25,7 +25,8 @@ def test_models_lists_task_size_conditioning_and_endpoints(client):
     by_id = {m["id"]: m for m in data["models"]}
     demo, cond = by_id["demo"], by_id["cond"]
     assert demo["image_size"] == {"channels": 1, "height": 28, "width": 28}
-    assert demo["conditioning"] == {"type": "none", "classes": None, "accepts": [], "prompts": False, "layout": False}
+    assert demo["conditioning"] == {"type": "none", "classes": None, "accepts": [], "prompts": False, "layout": False,
+                                   "layout_labels": None, "max_boxes": None}
     assert demo["endpoints"] == ["generate", "inpaint", "img2img"]
     assert "no upscale task" in demo["unsupported"]["upscale"]
     assert demo["task"].startswith("unconditional image generation")

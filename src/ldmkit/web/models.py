@@ -51,6 +51,15 @@ def takes_layout(loaded: Any) -> bool:
     return "layouts" in accepts(loaded)
 
 
+def layout_vocab(loaded: Any) -> dict[str, Any] | None:
+    """A layout model's box labels (its conditioner's context part, ``LayoutContext.label_names``) and
+    ``max_boxes``, else ``None``."""
+    if not takes_layout(loaded):
+        return None
+    part = loaded.conditioner.parts.get("context")
+    return {"labels": list(part.label_names), "max_boxes": int(part.cfg.max_boxes)}
+
+
 def is_conditional(loaded: Any) -> bool:
     """Whether classifier-free guidance has anything to act on (class labels or a prompt / layout)."""
     return bool({"labels", "prompts", "layouts"} & set(accepts(loaded)))
@@ -99,7 +108,7 @@ class ServedModel:
         from ldmkit.pipelines import image_shape
 
         cfg, loaded = self.loaded.config, self.loaded
-        names = class_names(loaded)
+        names, layout = class_names(loaded), layout_vocab(loaded)
         c, h, w = image_shape(cfg)
         kind = ("text-to-image" if takes_prompts(loaded) else "layout-to-image" if takes_layout(loaded)
                 else "class-conditional" if names is not None else "unconditional")
@@ -113,7 +122,9 @@ class ServedModel:
             "image_channels": image_channels(loaded),
             "conditioning": {"type": "class" if names is not None else "none", "classes": names,
                              "accepts": list(accepts(loaded)),
-                             "prompts": takes_prompts(loaded), "layout": takes_layout(loaded)},
+                             "prompts": takes_prompts(loaded), "layout": layout is not None,
+                             "layout_labels": layout and layout["labels"],
+                             "max_boxes": layout and layout["max_boxes"]},
             "endpoints": [t for t in TASKS if self.tasks.get(t) is None],
             "unsupported": {t: why for t, why in self.tasks.items() if why is not None},
             "defaults": {"sampler": cfg.sample.sampler, "steps": cfg.sample.steps or loaded.process.num_timesteps,

@@ -69,7 +69,9 @@ class GenerateRequest(_Sampling):
     height: int | None = Field(None, ge=1, le=65536, description="image height (default: the training size)")
     width: int | None = Field(None, ge=1, le=65536, description="image width (default: the training size)")
     prompt: str | None = Field(None, max_length=2000, description="text models only (none exists yet)")
-    layout: list[LayoutBox] | None = Field(None, max_length=64, description="layout models only (none exists yet)")
+    layout: list[LayoutBox] | None = Field(None, max_length=64,
+                                           description="layout models only: boxes labelled from the model's "
+                                                       "'layout_labels' in GET /api/models, at most its 'max_boxes'")
 
 
 class _ImageInput(_Sampling):

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { models: [], limits: {}, samplers: [], model: null, job: null, editors: {} };
+const state = { models: [], limits: {}, samplers: [], model: null, job: null, editors: {}, layout: null };
 
 // The token travels in the URL fragment (#token=...), which browsers never send to the server.
 (function takeToken() {
@@ -75,8 +75,9 @@ function pickModel(id) {
   const prompts = m.conditioning.prompts;
   $("prompt").disabled = !prompts;
   $("prompt-note").hidden = prompts;
-  $("prompt-note").textContent = prompts ? "" :
-    `Model ${m.id} is ${classes ? "class-conditional" : "unconditional"} and does not take prompts.`;
+  const kind = classes ? "class-conditional" : m.conditioning.layout ? "conditioned on layout boxes" : "unconditional";
+  $("prompt-note").textContent = prompts ? "" : `Model ${m.id} is ${kind} and does not take prompts.`;
+  if (state.layout) state.layout.setModel(m);
   $("sampler").value = m.defaults.sampler;
   const steps = Math.min(m.defaults.steps, L.max_steps, f.num_timesteps);
   for (const s of ["steps", "inpaint-steps", "img2img-steps"]) {
@@ -180,6 +181,149 @@ class Editor {
   maskURL() { return this.mask.toDataURL("image/png"); }
 }
 
+// Layout boxes (layout-to-image models): drag on the canvas to draw a box with the picked label. Coordinates are
+// fractions of the image (0 = left / top, 1 = right / bottom), as POST /api/generate takes them.
+const PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#1a9ba8", "#f032e6", "#9a6324", "#000075",
+                 "#808000", "#800000", "#469990"];
+const MIN_BOX = 0.02;  // a click (or a drag shorter than this fraction) draws no box
+
+class LayoutEditor {
+  constructor() {
+    this.view = $("layout-canvas");
+    this.labels = [];
+    this.maxBoxes = 0;
+    this.boxes = [];
+    this.drag = null;
+    this.listen();
+  }
+
+  setModel(m) {
+    const c = m.conditioning;
+    $("layout-box").hidden = !c.layout;
+    this.model = m.id;
+    this.labels = c.layout_labels || [];
+    this.maxBoxes = c.max_boxes || 0;
+    const select = $("layout-label");
+    select.innerHTML = "";
+    this.labels.forEach((name, i) => select.add(new Option(name, name)));
+    this.view.width = 280;
+    this.view.height = Math.round(280 * m.image_size.height / m.image_size.width);
+    this.view.style.height = this.view.height + "px";
+    $("layout-note").textContent = `Drag on the canvas to draw up to ${this.maxBoxes} boxes; each takes the label ` +
+      "picked below (change it in the list). With no box the model draws its default layouts.";
+    this.clear();
+  }
+
+  clear() {
+    this.boxes = [];
+    this.drag = null;
+    this.message(null);
+    this.render();
+  }
+
+  message(text) {
+    $("layout-msg").hidden = !text;
+    $("layout-msg").textContent = text || "";
+  }
+
+  color(label) { return PALETTE[Math.max(0, this.labels.indexOf(label)) % PALETTE.length]; }
+
+  point(ev) {
+    const r = this.view.getBoundingClientRect();
+    const clamp = (v) => Math.min(1, Math.max(0, v));
+    return [clamp((ev.clientX - r.left) / r.width), clamp((ev.clientY - r.top) / r.height)];
+  }
+
+  listen() {
+    this.view.addEventListener("pointerdown", (ev) => {
+      if (this.boxes.length >= this.maxBoxes) {
+        this.message(`Model ${this.model} takes at most ${this.maxBoxes} boxes: delete one first.`);
+        return;
+      }
+      this.message(null);
+      const [x, y] = this.point(ev);
+      this.drag = { x, y, x1: x, y1: y };
+      this.view.setPointerCapture(ev.pointerId);
+    });
+    this.view.addEventListener("pointermove", (ev) => {
+      if (!this.drag) return;
+      [this.drag.x1, this.drag.y1] = this.point(ev);
+      this.draw();
+    });
+    this.view.addEventListener("pointerup", (ev) => {
+      if (!this.drag) return;
+      const d = this.drag;
+      [d.x1, d.y1] = this.point(ev);
+      this.drag = null;
+      const r4 = (v) => Math.round(v * 1e4) / 1e4;
+      const box = { label: $("layout-label").value, x0: r4(Math.min(d.x, d.x1)), y0: r4(Math.min(d.y, d.y1)),
+                    x1: r4(Math.max(d.x, d.x1)), y1: r4(Math.max(d.y, d.y1)) };
+      if (box.x1 - box.x0 >= MIN_BOX && box.y1 - box.y0 >= MIN_BOX) this.boxes.push(box);
+      this.render();
+    });
+    this.view.addEventListener("pointercancel", () => { this.drag = null; this.draw(); });
+  }
+
+  render() { this.draw(); this.list(); }
+
+  draw() {
+    const g = this.view.getContext("2d"), W = this.view.width, H = this.view.height;
+    g.fillStyle = "#fff";
+    g.fillRect(0, 0, W, H);
+    g.strokeStyle = "#e3e6ec";
+    g.lineWidth = 1;
+    for (let k = 1; k < 4; k++) {  // quarter lines, to place boxes by eye
+      g.beginPath(); g.moveTo(Math.round(k * W / 4) + .5, 0); g.lineTo(Math.round(k * W / 4) + .5, H); g.stroke();
+      g.beginPath(); g.moveTo(0, Math.round(k * H / 4) + .5); g.lineTo(W, Math.round(k * H / 4) + .5); g.stroke();
+    }
+    g.font = "12px system-ui, sans-serif";
+    g.textBaseline = "top";
+    this.boxes.forEach((b, i) => {
+      const c = this.color(b.label), x = b.x0 * W, y = b.y0 * H, w = (b.x1 - b.x0) * W, h = (b.y1 - b.y0) * H;
+      g.globalAlpha = 0.15; g.fillStyle = c; g.fillRect(x, y, w, h); g.globalAlpha = 1;
+      g.strokeStyle = c; g.lineWidth = 2; g.strokeRect(x + 1, y + 1, w - 2, h - 2);
+      const text = `${i + 1} ${b.label}`;
+      const tw = g.measureText(text).width + 6;
+      g.fillStyle = c; g.fillRect(x, y, Math.min(tw, W - x), 16);
+      g.fillStyle = "#fff"; g.fillText(text, x + 3, y + 2);
+    });
+    if (this.drag) {
+      const d = this.drag;
+      g.setLineDash([4, 3]); g.strokeStyle = this.color($("layout-label").value); g.lineWidth = 2;
+      g.strokeRect(Math.min(d.x, d.x1) * W, Math.min(d.y, d.y1) * H, Math.abs(d.x1 - d.x) * W, Math.abs(d.y1 - d.y) * H);
+      g.setLineDash([]);
+    }
+  }
+
+  list() {
+    const ol = $("layout-list");
+    ol.innerHTML = "";
+    this.boxes.forEach((b, i) => {
+      const li = document.createElement("li");
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.background = this.color(b.label);
+      const select = document.createElement("select");
+      select.setAttribute("aria-label", `label of box ${i + 1}`);
+      for (const name of this.labels) select.add(new Option(name, name));
+      select.value = b.label;
+      select.addEventListener("change", () => { b.label = select.value; this.render(); });
+      const coords = document.createElement("span");
+      coords.className = "coords";
+      coords.textContent = [b.x0, b.y0, b.x1, b.y1].map((v) => v.toFixed(2)).join(", ");
+      const del = document.createElement("button");
+      del.type = "button";
+      del.textContent = "Delete";
+      del.dataset.delete = String(i);
+      del.addEventListener("click", () => { this.boxes.splice(i, 1); this.message(null); this.render(); });
+      li.append(swatch, select, coords, del);
+      ol.append(li);
+    });
+  }
+
+  request() { return this.boxes.map((b) => ({ label: b.label, x0: b.x0, y0: b.y0, x1: b.x1, y1: b.y1 })); }
+}
+
 function fileInto(inputId, editor) {
   $(inputId).addEventListener("change", async (ev) => {
     const file = ev.target.files[0];
@@ -248,7 +392,7 @@ function showResults(status) {
     const meta = document.createElement("div");
     meta.className = "meta";
     const md = im.metadata;
-    meta.textContent = `${status.kind} · ${md.model} · seed ${md.seed}` + (md.label !== null && md.label !== undefined ? ` · class ${md.label}` : "");
+    meta.textContent = `${status.kind} · ${md.model} · seed ${md.seed}` + (md.label !== null && md.label !== undefined ? ` · class ${md.label}` : "") + layoutText(md.layout);
     const actions = document.createElement("div");
     actions.className = "actions";
     const a = document.createElement("a");
@@ -266,6 +410,14 @@ function showResults(status) {
     card.append(img, meta, actions);
     grid.prepend(card);
   });
+}
+
+function layoutText(layout) {
+  if (!layout) return "";
+  try {
+    const boxes = typeof layout === "string" ? JSON.parse(layout) : layout;
+    return ` · layout: ${boxes.map((b) => b.label).join(", ")}`;
+  } catch (e) { return ""; }
 }
 
 // ---------------------------------------------------------------------------------- wiring
@@ -287,6 +439,8 @@ function needImage(editor) {
 window.addEventListener("DOMContentLoaded", async () => {
   state.editors = { inpaint: new Editor("inpaint-canvas", true), img2img: new Editor("img2img-canvas", false),
                     upscale: new Editor("upscale-canvas", false) };
+  state.layout = new LayoutEditor();
+  $("clear-layout").addEventListener("click", () => state.layout.clear());
   fileInto("inpaint-file", state.editors.inpaint);
   fileInto("img2img-file", state.editors.img2img);
   fileInto("upscale-file", state.editors.upscale);
@@ -299,6 +453,7 @@ window.addEventListener("DOMContentLoaded", async () => {
                    labels: classLabels() };
     if (!$("guidance").disabled) body.guidance_scale = num("guidance");
     if (m.conditioning.prompts && $("prompt").value) body.prompt = $("prompt").value;
+    if (m.conditioning.layout && state.layout.boxes.length) body.layout = state.layout.request();
     runJob("/api/generate", body);
   });
   $("inpaint").addEventListener("click", () => {
