@@ -11,7 +11,7 @@ over images) and FID of the N upscaled images against the N true ones.
 bottom half for i mod 4: 50% of the pixels) and ``brush`` (``conditioning.concat.random_masks`` with
 ``box_prob=0``, seed ``--seed``). Methods: the dataset's mean image pasted into the hole (baseline), the
 trained concat model (``--model``, ``editing.inpaint_concat``), RePaint (``--repaint MODEL``, an
-unconditional model; ``editing.inpaint``, R = ``--resample``). Table: PSNR inside the hole, the largest
+unconditional model; ``editing.inpaint``, R = ``--resample``). Table: PSNR inside the hole (MSE pooled over all holes), the largest
 change outside it (0 = the known region is exact), FID of the completed images against the N true
 ones, seconds per image.
 
@@ -141,10 +141,12 @@ def half_masks(n: int, size: tuple[int, int]) -> torch.Tensor:
 
 
 def masked_psnr(x: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> float:
-    """Mean over images of ``10 log10(4 / MSE)`` over the pixels where ``m`` is True."""
-    se = (x.double() - y.double()).pow(2) * m
-    mse = se.flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
-    return float((10 * torch.log10(4.0 / mse)).mean())
+    """``10 log10(4 / MSE)`` with the MSE pooled over every pixel where ``m`` is True (all images together).
+
+    Pooled, not a mean of per-image PSNRs: a small brush stroke that falls on the always-black border can be
+    filled exactly (the dataset mean is -1 there), and one infinite per-image PSNR would make the mean inf."""
+    se = ((x.double() - y.double()).pow(2) * m).sum()
+    return float(10 * torch.log10(4.0 / (se / m.sum().clamp_min(1))))
 
 
 def run_inpaint(args) -> None:

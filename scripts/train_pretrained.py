@@ -47,8 +47,10 @@ RECIPES: dict[str, dict] = {
         "train": [["train", "configs/ldm_text_fmnist.yaml", "--first_stage=fmnist-ae-kl-f4", "--out", "RUN",
                    *SMALL_UNET, "--train.max_minutes=40", "--train.sample_every=0", "--train.max_steps=100000", "--no-progress"]],
         "eval": [sys.executable, "benchmarks/guidance_sweep.py", "--model", "text=fmnist-text", "--scales", "3",
-                 "--num-samples", "1000", "--steps", "20", "--seed", "0", "--json", "OUT"],
+                 "--samplers", "dpmpp_2m", "--steps", "10", "--num-samples", "10000", "--seed", "0", "--json", "OUT"],
         "weights": "ema.safetensors",
+        # chosen from the FID-vs-steps table (docs/models.md): DPM-Solver++(2M) at 10 steps
+        "sample": {"sampler": "dpmpp_2m", "steps": 10, "guidance_scale": 3.0},
     },
     "fmnist-sr4": {
         "train": [["train", "configs/ldm_sr_fmnist.yaml", "--first_stage=fmnist-ae-kl-f4", "--out", "RUN",
@@ -66,7 +68,7 @@ RECIPES: dict[str, dict] = {
     },
     "collage-layout": {
         "train": [["train", "configs/ldm_layout_collage.yaml", "--first_stage=fmnist-ae-kl-f4", "--out", "RUN",
-                   *SMALL_UNET, "--train.max_minutes=35", "--train.sample_every=0", "--train.max_steps=100000", "--no-progress"]],
+                   *SMALL_UNET, "--train.max_minutes=40", "--train.sample_every=0", "--train.max_steps=100000", "--no-progress"]],
         "eval": [sys.executable, "benchmarks/layout_eval.py", "collage-layout", "--num", "300", "--steps", "20",
                  "--json", "OUT"],
         "weights": "ema.safetensors",
@@ -115,6 +117,7 @@ def export(name: str, run: Path) -> Path:
     ck.write_tensors(dest / weights, half)
     meta["files"] = {weights: ck._file_record(dest / weights)}
     meta["exported_from"] = {"checkpoint": src.name, "dtype": "float16"}
+    meta["config"]["sample"].update(RECIPES[name].get("sample", {}))  # the measured default sampler
     ck.write_json(dest / "config.json", meta)
     card = zoo.card(name) if (dest / "model.json").is_file() else {}
     card.update({"name": name, "task": zoo.SHIPPED[name][1], "weights": weights,
