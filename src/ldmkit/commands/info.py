@@ -21,7 +21,9 @@ def run(args) -> int:
         cfg = config_from_data(meta["config"], source=str(ckpt / "config.json"))
     except ConfigError as e:  # the stored config, not the user's: a checkpoint problem (exit 1)
         raise ckpt_io.CheckpointError(str(e)) from e
-    weights = ckpt_io.read_tensors(ckpt / "model.safetensors")
+    # a shipped model (ldmkit models) keeps only its EMA weights; an autoencoder only model.safetensors
+    name = "model.safetensors" if (ckpt / "model.safetensors").is_file() else "ema.safetensors"
+    weights = ckpt_io.read_checkpoint_tensors(ckpt, name, meta)
     state = ckpt_io.read_json(ckpt / "state.json") if (ckpt / "state.json").is_file() else {}
     train = state.get("train", {})
     params = sum(t.numel() for t in weights.values())
@@ -32,7 +34,8 @@ def run(args) -> int:
           f"data position: epoch {train.get('epoch', '?')}, batch {train.get('batch_in_epoch', '?')} (0-based); "
           f"training time {train.get('elapsed_s', 0.0):.0f} s")
     print(f"parameters: {params:,} ({params / 1e6:.2f}M); folder size {size / 2**20:.1f} MiB; "
-          f"EMA weights: {'yes' if (ckpt / 'ema.safetensors').is_file() else 'no'}")
+          f"EMA weights: {'yes' if (ckpt / 'ema.safetensors').is_file() else 'no'}"
+          + ("" if name == "model.safetensors" else " (only: the raw weights are not kept)"))
     others = [p.name for p in ckpt_io.list_checkpoints(ckpt.parent.parent)] if ckpt.parent.name == "checkpoints" else []
     if others:
         print(f"checkpoints in this run: {', '.join(others)}")
