@@ -10,8 +10,10 @@ training steps and minutes, the commands, and the figures the ``eval`` stage mea
     python scripts/train_pretrained.py fmnist-text --stage eval    # only re-measure the exported model
 
 The latent models train on the *exported* first stage (``--first_stage=fmnist-ae-kl-f4``, a registry name),
-so what ships is exactly what they saw. Run one at a time on an idle machine for honest timings; the card
-records the thread count and the wall clock of the training stage.
+so what ships is exactly what they saw. The shipped models were trained with ``OMP_NUM_THREADS=1``, two
+runs side by side on the 2-core machine (the autoencoder alone with 2 threads); each stage's budget is wall
+clock (``train.max_minutes``), so a busier machine gives fewer steps. The card records the thread count,
+the steps reached and the training minutes.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ RECIPES: dict[str, dict] = {
                   ["ae-stats", "RUN"]],
         "eval": [sys.executable, "scripts/train_pretrained.py", "--ae-recon", "fmnist-ae-kl-f4", "--json", "OUT"],
         "weights": "model.safetensors",
+        "threads": 2,
     },
     "fmnist-text": {
         "train": [["train", "configs/ldm_text_fmnist.yaml", "--first_stage=fmnist-ae-kl-f4", "--out", "RUN",
@@ -73,6 +76,16 @@ RECIPES: dict[str, dict] = {
                  "--json", "OUT"],
         "weights": "ema.safetensors",
     },
+    # milestone 1's pixel DDPM (docs/benchmarks.md, "The shipped demo model"): no training here; its float32
+    # checkpoint is placed as RUN/checkpoints/step_0000612 and exported to float16 (export + eval stages)
+    "demo-ddpm-fmnist": {
+        "train": [],
+        "eval": [sys.executable, "-m", "ldmkit.cli", "eval", "demo-ddpm-fmnist", "-n", "1000", "--sampler", "ddim",
+                 "--steps", "25", "--seed", "0", "--metrics", "fid,kid,pr", "--reference", "fashion-mnist:test",
+                 "--json"],  # prints the JSON: the stage keeps stdout
+        "weights": "ema.safetensors",
+        "threads": 2,
+    },
 }
 
 
@@ -90,8 +103,11 @@ def train(name: str, run: Path) -> dict:
     return {"commands": ["ldmkit " + shlex.join(c) for c in cmds], "wall_s_this_call": time.time() - start}
 
 
-def training_record(run: Path) -> dict:
-    """Steps, training seconds (the engine's own elapsed_s, summed over resumed segments) and throughput."""
+def training_record(run: Path, meta: dict) -> dict:
+    """Steps and training minutes (the engine's own elapsed_s, summed over resumed segments); a run without
+    its metrics.jsonl (milestone 1's demo model) reports its checkpoint step and its time budget."""
+    if not (run / "metrics.jsonl").is_file():
+        return {"steps": meta["step"], "train_minutes": meta["config"]["train"]["max_minutes"]}
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     rows = [r for r in rows if "elapsed_s" in r and "step" in r]
     seconds, last = 0.0, 0.0
@@ -122,8 +138,8 @@ def export(name: str, run: Path) -> Path:
     card = zoo.card(name) if (dest / "model.json").is_file() else {}
     card.update({"name": name, "task": zoo.SHIPPED[name][1], "weights": weights,
                  "sha256": meta["files"][weights]["sha256"], "bytes": meta["files"][weights]["bytes"],
-                 "parameters": sum(v.numel() for v in tensors.values()), **training_record(run),
-                 "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or torch.get_num_threads()})
+                 "parameters": sum(v.numel() for v in tensors.values()), **training_record(run, meta),
+                 "threads": RECIPES[name].get("threads", 1)})  # of the training run (OMP_NUM_THREADS)
     ck.write_json(dest / "model.json", card)
     print(f"exported {src} -> {dest} ({card['bytes'] / 1e6:.1f} MB, sha256 {card['sha256'][:12]})")
     if weights == "ema.safetensors":
@@ -165,7 +181,11 @@ def evaluate(name: str, work: Path) -> None:
     cmd = [a.replace("OUT", str(out)) for a in RECIPES[name]["eval"]]
     print("+ " + shlex.join(cmd), flush=True)
     start = time.time()
-    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    done = subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+                          stdout=None if "OUT" in RECIPES[name]["eval"] else subprocess.PIPE, text=True)
+    if "OUT" not in RECIPES[name]["eval"]:  # the command printed its JSON
+        print(done.stdout)
+        out.write_text(done.stdout[done.stdout.index("{"):])
     card = zoo.card(name)
     card["evaluation"] = {"command": shlex.join(cmd[1:] if cmd[0] == sys.executable else cmd).replace(str(out), "OUT.json"),
                           "seconds": round(time.time() - start), "results": json.loads(out.read_text())}
