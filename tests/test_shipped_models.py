@@ -35,7 +35,8 @@ def test_installed_and_sha256_matches_the_card(name):
     assert card["bytes"] == weights[0].stat().st_size
     assert card["name"] == name and card["steps"] > 0 and card["evaluation"]["results"]
     if name not in zoo.FIRST_STAGES:  # what float16 storage costs, measured in 8-bit levels
-        assert card["float16_check"]["max_abs_diff_8bit"] <= 2
+        check = card["float16_check"]
+        assert check["mean_abs_diff_8bit"] < 0.25 and check["max_abs_diff_8bit"] <= 4, check
 
 
 def test_all_shipped_models_fit_the_size_budget():
@@ -102,13 +103,16 @@ def test_sr_and_inpaint_models_run_on_the_shipped_examples():
     assert (out[mask] - x[mask]).abs().max() > 0.1
 
 
-def test_layout_model_runs():
-    from ldmkit.commands.demo import LAYOUTS
+@pytest.mark.parametrize("name", [n for n in NAMES if n.endswith("-layout")])
+def test_layout_model_runs_and_the_layout_reaches_the_image(name):
+    from ldmkit.commands.demo import LAYOUTS as layouts
     from ldmkit.pipelines import load_model
 
-    m = load_model("collage-layout")
-    out = m.generate(1, layouts=[LAYOUTS[0]], steps=2)
-    assert out.shape == (1, 1, 64, 64) and torch.isfinite(out).all()
+    m = load_model(name)
+    out = m.generate(2, layouts=[layouts[0], layouts[1]], steps=2, seed=3)
+    same = m.generate(2, layouts=[layouts[0], layouts[0]], steps=2, seed=3)
+    assert torch.isfinite(out).all() and out.shape == (2, 1, 64, 64)
+    assert torch.equal(out[0], same[0]) and (out[1] - same[1]).abs().max() > 0.05
 
 
 def test_models_command_lists_every_entry(capsys):

@@ -26,7 +26,7 @@ SHIPPED: dict[str, tuple[str, str]] = {
     "fmnist-text": ("fmnist_text", "text-to-image (and class names)"),
     "fmnist-sr4": ("fmnist_sr4", "super-resolution x4"),
     "fmnist-inpaint": ("fmnist_inpaint", "inpainting"),
-    "collage-layout": ("collage_layout", "layout-to-image"),
+    "collage-layout": ("collage_layout", "layout-to-image (fashion-collage, 64x64)"),
     "demo-ddpm-fmnist": ("demo_ddpm_fmnist", "unconditional (pixel DDPM)"),
 }
 DEFAULT_TEXT_MODEL = "fmnist-text"
