@@ -61,6 +61,7 @@ RECIPES: dict[str, dict] = {
         "eval": [sys.executable, "benchmarks/editing_quality.py", "sr", "--model", "fmnist-sr4", "--num", "1000",
                  "--steps", "20", "--json", "OUT"],
         "weights": "ema.safetensors",
+        "sample": {"steps": 20},  # 20 DDIM steps score as 100 (docs/editing.md)
     },
     "fmnist-inpaint": {
         "train": [["train", "configs/ldm_inpaint_fmnist.yaml", "--first_stage=fmnist-ae-kl-f4", "--out", "RUN",
