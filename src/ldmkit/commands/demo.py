@@ -56,6 +56,11 @@ def _examples(kind: str, loaded) -> torch.Tensor:  # noqa: F821
     return torch.cat([editing.to_tensor(editing.read_uint8(f, editing.image_channels(loaded))) for f in files])
 
 
+def big(grid, scale: int = 3):
+    """A grid enlarged ``scale`` x by pixel repetition (28-pixel images are hard to see at 1x)."""
+    return grid.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
 def run(args) -> int:
     import torch
 
@@ -79,7 +84,7 @@ def run(args) -> int:
     s = text.config.sample
     images = text.generate(n * len(PROMPTS), prompts=[p for p in PROMPTS for _ in range(n)], sampler=s.sampler,
                            steps=s.steps, guidance_scale=s.guidance_scale, seed=seed)
-    path = save_png(out / "generate.png", make_grid(images, nrow=n),
+    path = save_png(out / "generate.png", big(make_grid(images, nrow=n)),
                     {"model": "fmnist-text", "prompts (rows)": " | ".join(PROMPTS), "sampler": s.sampler,
                      "steps": s.steps, "guidance_scale": s.guidance_scale, "seed": seed})
     done("generate", path, "text-to-image, rows: " + ", ".join(repr(p) for p in PROMPTS), t0)
@@ -99,7 +104,7 @@ def run(args) -> int:
     low = _examples("lowres", sr)[:n]
     up = editing.upscale(sr, low, seed=seed)
     nearest = torch.nn.functional.interpolate(low, scale_factor=4, mode="nearest")
-    path = save_png(out / "upscale.png", make_grid(torch.stack([nearest, up], 1).flatten(0, 1), nrow=2),
+    path = save_png(out / "upscale.png", big(make_grid(torch.stack([nearest, up], 1).flatten(0, 1), nrow=2)),
                     {"model": "fmnist-sr4", "columns": "7x7 input (nearest), x4 output", "seed": seed})
     done("upscale", path, "super-resolution 7x7 -> 28x28 (left: input, right: output)", t0)
 
@@ -109,7 +114,7 @@ def run(args) -> int:
     mask = editing.box_mask((0, 0, 14, 28), (28, 28)).expand(len(x), -1, -1, -1)
     filled = editing.inpaint_concat(inp, x, mask, seed=seed)
     holed = torch.where(mask, torch.zeros_like(x), x)
-    path = save_png(out / "inpaint.png", make_grid(torch.stack([x, holed, filled], 1).flatten(0, 1), nrow=3),
+    path = save_png(out / "inpaint.png", big(make_grid(torch.stack([x, holed, filled], 1).flatten(0, 1), nrow=3)),
                     {"model": "fmnist-inpaint", "columns": "input, left half removed (gray), filled", "seed": seed})
     done("inpaint", path, "inpainting (input, hole, filled)", t0)
 
@@ -130,7 +135,7 @@ def run(args) -> int:
     ddpm = load_model("demo-ddpm-fmnist")
     d = ddpm.config.sample
     images = ddpm.generate(n * 2, sampler=d.sampler, steps=d.steps, seed=seed)
-    path = save_png(out / "unconditional.png", make_grid(images, nrow=n),
+    path = save_png(out / "unconditional.png", big(make_grid(images, nrow=n)),
                     {"model": "demo-ddpm-fmnist", "sampler": d.sampler, "steps": d.steps, "seed": seed})
     done("unconditional", path, "unconditional pixel DDPM", t0)
 
