@@ -36,7 +36,7 @@ def test_installed_and_sha256_matches_the_card(name):
     assert card["name"] == name and card["steps"] > 0 and card["evaluation"]["results"]
     if name not in zoo.FIRST_STAGES:  # what float16 storage costs, measured in 8-bit levels
         check = card["float16_check"]
-        assert check["mean_abs_diff_8bit"] < 0.25 and check["max_abs_diff_8bit"] <= 4, check
+        assert check["mean_abs_diff_8bit"] < 0.25 and check["max_abs_diff_8bit"] <= 8, check
 
 
 def test_all_shipped_models_fit_the_size_budget():
