@@ -55,7 +55,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
 
 
 def card(name: str) -> dict[str, Any]:
-    """The ``model.json`` card of a shipped model (``{}`` when it has none, e.g. the older demo DDPM)."""
+    """The ``model.json`` card of a shipped model (``{}`` when its folder has none: a partial install)."""
     path = folder(name) / "model.json"
     if not path.is_file():
         return {}

@@ -1,8 +1,8 @@
 """``ldmkit demo``: one example of every task from the models shipped in the package, into ``outputs/``.
 
 No training, no download: text-to-image (``fmnist-text``), super-resolution x4 (``fmnist-sr4``), inpainting
-(``fmnist-inpaint``), layout-to-image (``collage-layout``), a reverse trajectory, and
-the unconditional pixel DDPM (``demo-ddpm-fmnist``). The upscale and inpainting inputs are Fashion-MNIST *test* images shipped in
+(``fmnist-inpaint``), layout-to-image (``collage-layout``), a reverse trajectory, and the unconditional pixel
+DDPM (``demo-ddpm-fmnist``). The upscale and inpainting inputs are Fashion-MNIST *test* images shipped in
 ``ldmkit/assets/examples`` (read through the same checked loader as ``ldmkit upscale`` / ``inpaint``).
 """
 
@@ -11,18 +11,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ldmkit import zoo
 from ldmkit.commands._common import positive_int
 
-DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo_ddpm_fmnist"  # = zoo "demo-ddpm-fmnist"
-EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
+DEMO_MODEL = zoo.folder("demo-ddpm-fmnist")  # milestone 1's pixel DDPM (web tests and benchmarks use it)
+EXAMPLES = zoo.ASSETS / "examples"
 PROMPTS = ("a pair of sneakers", "a photo of a handbag", "a summer dress", "an ankle boot", "some trousers")
-LAYOUTS = (
-    [{"label": "red circle", "box": [0.05, 0.05, 0.45, 0.45]}, {"label": "blue square", "box": [0.5, 0.5, 0.95, 0.95]}],
-    [{"label": "green triangle", "box": [0.3, 0.05, 0.75, 0.5]}, {"label": "yellow circle", "box": [0.05, 0.55, 0.4, 0.9]}],
-    [{"label": "purple square", "box": [0.55, 0.05, 0.95, 0.4]}, {"label": "black circle", "box": [0.1, 0.5, 0.5, 0.9]},
-     {"label": "red triangle", "box": [0.6, 0.6, 0.95, 0.95]}],
-    [{"label": "blue circle", "box": [0.25, 0.25, 0.75, 0.75]}],
-)
 LAYOUTS = (
     [{"label": "bag", "box": [0.05, 0.1, 0.45, 0.5]}, {"label": "sneaker", "box": [0.5, 0.55, 0.95, 0.95]}],
     [{"label": "trouser", "box": [0.1, 0.05, 0.5, 0.7]}, {"label": "ankle boot", "box": [0.55, 0.5, 0.95, 0.95]}],
@@ -71,7 +65,7 @@ def run(args) -> int:
 def _run(args) -> int:
     import torch
 
-    from ldmkit import editing, zoo
+    from ldmkit import editing
     from ldmkit.commands._common import load_model
     from ldmkit.images import boxed_grid, make_grid, save_png
 
@@ -125,17 +119,15 @@ def _run(args) -> int:
     done("inpaint", path, "inpainting (input, hole, filled)", t0)
 
     t0 = time.perf_counter()  # 5. layout-to-image, the requested boxes drawn
-    name = "collage-layout"
-    layout = load_model(name)
-    layouts = LAYOUTS
+    layout = load_model("collage-layout")
     ls = layout.config.sample
-    images = layout.generate(len(layouts), layouts=list(layouts), sampler=ls.sampler, steps=ls.steps,
+    images = layout.generate(len(LAYOUTS), layouts=list(LAYOUTS), sampler=ls.sampler, steps=ls.steps,
                              guidance_scale=ls.guidance_scale, seed=seed)
-    boxes = [[item["box"] for item in lay] for lay in layouts]
-    labels = [[item["label"] for item in lay] for lay in layouts]
+    boxes = [[item["box"] for item in lay] for lay in LAYOUTS]
+    labels = [[item["label"] for item in lay] for lay in LAYOUTS]
     path = out / "layout.png"
-    boxed_grid(images, boxes, labels, nrow=len(layouts), scale=3).save(path)
-    done("layout", path, f"layout-to-image ({name}), the requested boxes drawn", t0)
+    boxed_grid(images, boxes, labels, nrow=len(LAYOUTS), scale=3).save(path)
+    done("layout", path, "layout-to-image (collage-layout), the requested boxes drawn", t0)
 
     t0 = time.perf_counter()  # 6. the unconditional pixel-space DDPM of milestone 1
     ddpm = load_model("demo-ddpm-fmnist")

@@ -63,36 +63,22 @@ def rows(args) -> tuple[list[str] | None, str | None]:
 
 
 def run(args) -> int:
+    """``ldmkit sample`` with each prompt (or class) repeated over its row; ``sample`` loads the model and
+    checks the request (an unknown class, a model without text: exit 2 naming the option)."""
     from ldmkit.commands import sample
-    from ldmkit.commands._common import load_model
 
     prompts, classes = rows(args)
-    if classes is not None:
-        loaded = load_model(args.model)
-        if "labels" not in loaded.conditioner.accepts:
-            raise UsageError(f"--class: {args.model} takes no class names (it takes "
-                             f"{', '.join(loaded.conditioner.accepts) or 'no condition'})")
-        from ldmkit.conditioning import parse_classes
-
-        names = loaded.conditioner.class_names or getattr(loaded.conditioner.parts.get("context"), "class_names", None)
-        try:
-            ks = parse_classes(classes, len(names or ()), names, what="--class")
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        count = len(ks)
-    else:
-        count = len(prompts)
-    per_row = args.num or (16 if count == 1 else 8)
-    forwarded = argparse.Namespace(**{**vars(args), "checkpoint": args.model, "num": per_row * count,
+    names = [c.strip() for c in classes.split(",") if c.strip()] if classes is not None else prompts
+    if not names:
+        raise UsageError(f"--class {classes!r}: no class name given")
+    per_row = args.num or (16 if len(names) == 1 else 8)
+    expanded = [v for v in names for _ in range(per_row)]
+    forwarded = argparse.Namespace(**{**vars(args), "checkpoint": args.model, "num": len(expanded),
                                       "labels": None, "prompt": None, "prompts": None, "layout": None,
-                                      "size": None, "no_ema": False, "from_png": None, "eta": args.eta,
-                                      "classes": None, "grid_nrow": per_row if count > 1 else None})
-    if classes is not None:
-        forwarded.classes = ",".join(str(k) for k in ks for _ in range(per_row))
-    else:
-        forwarded.prompt_list = [p for p in prompts for _ in range(per_row)]
-        if not forwarded.grid and not forwarded.out_dir and not forwarded.npz:
-            forwarded.grid = "generate.png"
-    if classes is not None and not (forwarded.grid or forwarded.out_dir or forwarded.npz):
+                                      "size": None, "no_ema": False, "from_png": None,
+                                      "classes": ",".join(expanded) if classes is not None else None,
+                                      "prompt_list": expanded if classes is None else None,
+                                      "grid_nrow": per_row if len(names) > 1 else None})
+    if not (args.grid or args.out_dir or args.npz):
         forwarded.grid = "generate.png"
     return sample.run(forwarded)

@@ -18,10 +18,9 @@ def run(args) -> int:
 
     from ldmkit import zoo
 
-    cards = []
-    for name in zoo.SHIPPED:
-        card = {"name": name, "task": zoo.SHIPPED[name][1], "installed": name in zoo.available(), **zoo.card(name)}
-        cards.append(card)
+    installed = zoo.available()
+    cards = [{"name": name, "task": task, "installed": name in installed, **zoo.card(name)}
+             for name, (_, task) in zoo.SHIPPED.items()]
     if args.json:
         print(json.dumps(cards, indent=2))
         return 0

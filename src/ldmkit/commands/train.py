@@ -36,10 +36,10 @@ def run(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     if cfg.first_stage is not None:  # stored absolute, so sampling works from any directory
-        from ldmkit.zoo import SHIPPED
+        from ldmkit.zoo import resolve
 
-        # a shipped first stage keeps its registry name (the package may move); a folder named like it wins
-        if not (cfg.first_stage in SHIPPED and not Path(cfg.first_stage).exists()):
+        # a shipped first stage keeps its registry name (the package may move); resolve() leaves paths alone
+        if resolve(cfg.first_stage) == Path(cfg.first_stage):
             cfg = dataclasses.replace(cfg, first_stage=str(Path(cfg.first_stage).resolve()))
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     result = pipelines.train(cfg, out, resume="auto" if args.resume_if_any else args.resume, progress=not args.no_progress)
