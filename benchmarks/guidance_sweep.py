@@ -33,6 +33,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, default=1000, help="images per (model, scale); a multiple of 10")
     p.add_argument("--steps", default="50", help="sampler steps; comma-separated for an FID-vs-steps table")
     p.add_argument("--samplers", default="ddim", help="comma-separated samplers (ddim, dpmpp_2m, ddpm)")
+    p.add_argument("--prompt-set", choices=("held-out", "train"), default="held-out",
+                   help="text models: held-out paraphrases (evaluation) or training captions (for choosing a "
+                        "setting without looking at the held-out set)")
+    p.add_argument("--reference", default="fashion-mnist:test",
+                   help="FID reference (choose settings against fashion-mnist:train, report against :test)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--extractor", default=None, help="feature extractor (default: the evaluation default)")
@@ -42,17 +47,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def request(loaded, n: int, seed: int) -> tuple[dict, torch.Tensor, str]:
-    """The sampling request of a model (labels, or held-out prompts) and the requested class of each image."""
-    from ldmkit.data.captions import held_out_prompts
+def request(loaded, n: int, seed: int, prompt_set: str = "held-out") -> tuple[dict, torch.Tensor, str]:
+    """The sampling request of a model (labels, or held-out / training prompts) and the requested class of
+    each image."""
+    from ldmkit.data.captions import held_out_prompts, train_prompts
 
     accepts = loaded.conditioner.accepts
     if "prompts" in accepts:
         if loaded.config.data.name != "fashion-mnist":
-            raise SystemExit(f"{loaded.path}: the sweep's held-out prompts are Fashion-MNIST captions")
-        prompts, labels = held_out_prompts(n // 10, seed=seed)
+            raise SystemExit(f"{loaded.path}: the sweep's prompts are Fashion-MNIST captions")
+        prompts, labels = (held_out_prompts if prompt_set == "held-out" else train_prompts)(n // 10, seed=seed)
         order = torch.arange(n).view(10, n // 10).t().reshape(-1)  # interleave: image i is class i mod 10
-        return {"prompts": [prompts[i] for i in order]}, labels[order], "held-out prompts"
+        return {"prompts": [prompts[i] for i in order]}, labels[order], f"{prompt_set} prompts"
     if "labels" in accepts:
         labels = torch.arange(n) % loaded.config.unet.num_classes
         return {"labels": labels}, labels, "class labels"
@@ -64,7 +70,7 @@ def sweep_model(name: str, path: str, args, extractor) -> list[dict]:
     from ldmkit.pipelines import load_model
 
     loaded = load_model(path, device=args.device)
-    req, labels, kind = request(loaded, args.num_samples, args.seed)
+    req, labels, kind = request(loaded, args.num_samples, args.seed, args.prompt_set)
     cond = loaded.make_cond(args.num_samples, **req)
     rows = []
     grid = [(sampler, int(steps), float(scale)) for sampler in args.samplers.split(",")
@@ -76,11 +82,11 @@ def sweep_model(name: str, path: str, args, extractor) -> list[dict]:
         seconds = time.perf_counter() - t0
         logits = extractor.extract(images).logits
         accuracy = float((torch.from_numpy(np.argmax(logits, axis=1)) == labels).float().mean())
-        fid = float(evaluate_images(images, reference="fashion-mnist:test", metrics=("fid",),
+        fid = float(evaluate_images(images, reference=args.reference, metrics=("fid",),
                                     extractor=extractor)["fid"])
         row = {"model": name, "checkpoint": str(loaded.path), "step": loaded.step, "condition": kind,
                "guidance_scale": scale, "fid": round(fid, 3), "accuracy": round(accuracy, 4),
-               "num_samples": args.num_samples, "sampler": sampler, "steps": steps, "extractor": extractor.name,
+               "num_samples": args.num_samples, "reference": args.reference, "sampler": sampler, "steps": steps, "extractor": extractor.name,
                "sample_s": round(seconds, 1),
                "params": sum(p.numel() for p in loaded.denoiser.parameters())}
         print(f"{name:>10} {kind:>16} {sampler:>8} {steps:>3} steps s={scale:<4g} FID {fid:8.3f}  accuracy {accuracy:6.1%}  ({seconds:.0f} s)",

@@ -72,7 +72,7 @@ RECIPES: dict[str, dict] = {
     },
     "collage-layout": {
         "train": [["train", "configs/ldm_layout_collage.yaml", "--first_stage=fmnist-ae-kl-f4", "--out", "RUN",
-                   *SMALL_UNET, "--train.max_minutes=40", "--train.sample_every=0", "--train.max_steps=100000", "--no-progress"]],
+                   *SMALL_UNET, "--train.max_minutes=75", "--train.sample_every=0", "--train.max_steps=100000", "--no-progress"]],
         "eval": [sys.executable, "benchmarks/layout_eval.py", "collage-layout", "--num", "300", "--steps", "20",
                  "--json", "OUT"],
         "weights": "ema.safetensors",

@@ -208,6 +208,51 @@ def cache_latents(space, images: torch.Tensor, batch_size: int = 256,
     return torch.cat(means), (torch.cat(stds) if stds else None)
 
 
+class CachedLatents:
+    """A batch source whose batches also carry their items' cached first-stage posteriors (latent caching).
+
+    Wraps a batch source (``len`` and ``batch(indices) -> Batch``) of a latent diffusion run: each batch gets
+    ``batch.extra["latent_params"] = (mean, std)`` (scaled, ``std`` None for a point-mass posterior), which
+    :class:`~ldmkit.pipelines.DiffusionLoss` turns into a fresh posterior sample, so the encoder runs once per
+    item instead of once per step. Items are encoded lazily in fixed chunks of ``chunk`` consecutive indices,
+    so every cached value depends on its chunk alone: a resumed run recomputes exactly what it had. The
+    source's ``batch`` must not draw random numbers (no random flips).
+    """
+
+    def __init__(self, data, space: LatentSpace, chunk: int = 256):
+        if not isinstance(space, LatentSpace):
+            raise ValueError("CachedLatents: latent caching needs a first stage (a LatentSpace), got "
+                             f"{type(space).__name__}")
+        self.data, self.space, self.chunk = data, space, int(chunk)
+        self.num_chunks = -(-len(data) // self.chunk)
+        self.encoded = torch.zeros(self.num_chunks, dtype=torch.bool)
+        self.mean: torch.Tensor | None = None
+        self.std: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def _fill(self, k: int) -> None:
+        idx = torch.arange(k * self.chunk, min(len(self.data), (k + 1) * self.chunk))
+        device = next(self.space.autoencoder.parameters()).device
+        mean, std = self.space.encode_params(self.data.batch(idx).images.to(device))
+        if self.mean is None:
+            self.mean = torch.empty((len(self.data), *mean.shape[1:]), dtype=mean.dtype)
+            self.std = None if std is None else torch.empty_like(self.mean)
+        self.mean[idx] = mean.cpu()
+        if std is not None:
+            self.std[idx] = std.cpu()
+        self.encoded[k] = True
+
+    def batch(self, indices: torch.Tensor):
+        batch = self.data.batch(indices)
+        for k in torch.unique(indices // self.chunk).tolist():
+            if not self.encoded[k]:
+                self._fill(int(k))
+        batch.extra["latent_params"] = (self.mean[indices], None if self.std is None else self.std[indices])
+        return batch
+
+
 @torch.no_grad()
 def measure_scale_factor(autoencoder: nn.Module, images: torch.Tensor, posterior: PosteriorChoice = "sample",
                          batch_size: int = 256, generator: torch.Generator | None = None,

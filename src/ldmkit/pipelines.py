@@ -31,7 +31,8 @@ from ldmkit.data import image_shape as data_image_shape
 from ldmkit.denoiser import ClassifierFreeGuidance, Denoiser
 from ldmkit.diffusion.config import DiffusionConfig
 from ldmkit.diffusion.process import GaussianProcess
-from ldmkit.latent import latent_space_for
+from ldmkit.latent import CachedLatents, latent_space_for
+from ldmkit.registry import ConfigError
 from ldmkit.networks import UNet
 from ldmkit.samplers import SAMPLERS, make_generators, make_timestep_grid, randn
 from ldmkit.training.data_order import DatasetData, TensorData
@@ -149,7 +150,13 @@ class DiffusionLoss:
 
         d = self.diffusion
         with torch.no_grad():
-            x0 = self.space.encode(batch.images)
+            cached = batch.extra.get("latent_params")  # latent caching (data.cache_latents, CachedLatents)
+            if cached is None:
+                x0 = self.space.encode(batch.images)
+            else:
+                device = batch.images.device
+                x0 = self.space.sample_from_params(cached[0].to(device),
+                                                   None if cached[1] is None else cached[1].to(device))
         t, weights = self.timesteps.sample(x0.shape[0], device=x0.device)
         cond = self.conditioner.from_batch(batch, self.space)
         if cond is not None and d.cond_drop_prob > 0:
@@ -333,7 +340,13 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool | str = False, data=
         conditioner = build_conditioner(cfg)
         model = build_denoiser(cfg, process, conditioner)
         step = LossStep(model, make_loss_fn(cfg, process, space, conditioner), cfg.train)
-        trainer = Trainer(step, build_data(cfg) if data is None else data, cfg.train, out_dir,
+        data = build_data(cfg) if data is None else data
+        if cfg.data.cache_latents:
+            if cfg.first_stage is None:
+                raise ConfigError("data.cache_latents=true needs a first stage (first_stage: DIR): pixel-space "
+                                  "diffusion has no latents to cache")
+            data = CachedLatents(data, space)
+        trainer = Trainer(step, data, cfg.train, out_dir,
                           config=config_dict(cfg), config_defaults=config_dict(Config()),
                           sample_fn=make_grid_fn(cfg, process, space, conditioner),
                           dist=info,

@@ -26,6 +26,9 @@ def test_ldm_trains_and_samples_through_the_cli(tmp_path, capsys):
     assert "ae-stats" in capsys.readouterr().err
     assert main(["ae-stats", str(ae_dir), "--num-images=32"]) == 0
     assert main(ldm) == 0
+    cached = tmp_path / "ldm_cached"  # latent caching (data.cache_latents) through the same command
+    assert main([*ldm[:3], str(cached), *ldm[4:], "--data.cache_latents=true"]) == 0
+    assert (cached / "checkpoints").is_dir()
     out = tmp_path / "samples.npz"
     assert main(["sample", str(ldm_dir), "-n", "3", "--steps", "4", "--npz", str(out)]) == 0
     images = np.load(out)["images"]

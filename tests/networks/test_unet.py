@@ -137,3 +137,31 @@ def test_context_mask_ignores_masked_tokens_and_all_masked_equals_zero_context()
     zeros = net(x, t, context=torch.zeros(1, 3, 6))
     torch.testing.assert_close(empty, zeros)
     assert not torch.allclose(empty, net(x, t, context=ctx))
+
+
+def test_coord_input_appends_x_and_y_channels():
+    from ldmkit.networks.unet import coord_channels
+
+    grid = coord_channels(torch.zeros(2, 3, 4, 6))
+    assert grid.shape == (2, 2, 4, 6)
+    torch.testing.assert_close(grid[1, 0, 2], torch.linspace(-1, 1, 6))  # x runs along the width
+    torch.testing.assert_close(grid[0, 1, :, 5], torch.linspace(-1, 1, 4))  # y runs down the height
+    cfg = dict(in_channels=2, model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_levels=(1,),
+               num_heads=2, norm_groups=4)
+    torch.manual_seed(0)
+    plain = UNet(UNetConfig(**cfg))
+    coords = UNet(UNetConfig(**cfg, coord_input=True))
+    assert coords.conv_in.in_channels == 4
+    state = {k: v for k, v in plain.state_dict().items()}
+    state["conv_in.weight"] = torch.cat([plain.conv_in.weight, torch.zeros(8, 2, 3, 3)], dim=1)
+    coords.load_state_dict(state)
+    for m in (plain, coords):  # a non-zero output layer, so the outputs say something
+        torch.nn.init.normal_(m.conv_out.weight, std=0.1)
+    coords.conv_out.weight.data.copy_(plain.conv_out.weight)
+    x, t = torch.randn(2, 2, 8, 8), torch.tensor([3, 7])
+    torch.testing.assert_close(coords(x, t), plain(x, t))  # zero coordinate weights: the plain U-Net
+    with torch.no_grad():
+        coords.conv_in.weight[:, 2:] = 0.5
+    assert not torch.allclose(coords(x, t), plain(x, t))  # the coordinates reach the network
+    # any canvas size: the coordinates span it
+    assert coords(torch.randn(1, 2, 16, 12), torch.tensor([1])).shape == (1, 2, 16, 12)

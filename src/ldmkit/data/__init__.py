@@ -73,6 +73,10 @@ class DataConfig:
         min_shapes: shapes: fewest objects per image (1-3).
         max_shapes: shapes: most objects per image (1-3).
         hflip: mirror items at random with probability 1/2 (boxes and left/right words follow).
+        cache_latents: latent diffusion: encode every training item once with the first stage and draw each
+            step's latent from its cached posterior (a fresh sample per step, as without the cache). Items are
+            encoded in fixed chunks of indices, so the cache holds the same values however the run is
+            interrupted and resumed. Not with ``hflip`` (a cached item has one orientation).
         captions: give every item a ``caption`` (Fashion-MNIST: varied templates over its class names,
             deterministic by ``seed`` and index, see ``data/captions.py``; shapes always has them).
     """
@@ -95,6 +99,7 @@ class DataConfig:
     max_shapes: int = 3
     hflip: bool = False
     captions: bool = False
+    cache_latents: bool = False
 
     def __post_init__(self) -> None:
         lookup(DATASETS, self.name, "dataset name")
@@ -104,6 +109,9 @@ class DataConfig:
         if self.captions and self.name not in ("fashion-mnist", "shapes"):
             raise ConfigError(f"data.captions=true: data.name={self.name!r} has no captions; valid: fashion-mnist, "
                               "shapes")
+        if self.cache_latents and self.hflip:
+            raise ConfigError("data.cache_latents=true with data.hflip=true: a cached latent has one orientation; "
+                              "set one of them to false")
         if self.channels is not None and self.channels not in (1, 3):
             raise ValueError(f"data.channels must be 1 or 3 (or null for the dataset's own), got {self.channels!r}")
         if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 1):

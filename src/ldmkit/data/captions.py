@@ -97,15 +97,25 @@ def held_out_captions(label: int) -> list[str]:
     return sorted(out - train)
 
 
-def held_out_prompts(per_class: int, seed: int = 0) -> tuple[list[str], torch.Tensor]:
-    """``per_class`` held-out captions of each class (class-balanced, label i // per_class) and their labels."""
+def _balanced(pool_of, per_class: int, seed: int) -> tuple[list[str], torch.Tensor]:
     rng = np.random.default_rng(seed)
     prompts, labels = [], []
     for k in range(len(CLASS_NAMES)):
-        pool = held_out_captions(k)
+        pool = pool_of(k)
         prompts += [pool[j] for j in rng.choice(len(pool), per_class, replace=per_class > len(pool))]
         labels += [k] * per_class
     return prompts, torch.tensor(labels, dtype=torch.int64)
+
+
+def held_out_prompts(per_class: int, seed: int = 0) -> tuple[list[str], torch.Tensor]:
+    """``per_class`` held-out captions of each class (class-balanced, label i // per_class) and their labels."""
+    return _balanced(held_out_captions, per_class, seed)
+
+
+def train_prompts(per_class: int, seed: int = 0) -> tuple[list[str], torch.Tensor]:
+    """As :func:`held_out_prompts` from the training captions: for choosing settings (guidance scale) without
+    looking at the held-out paraphrases."""
+    return _balanced(train_captions, per_class, seed)
 
 
 def default_prompts(data_cfg) -> list[str]:

@@ -52,6 +52,9 @@ class UNetConfig:
             transformers. ``None`` = no context input.
         transformer_depth: transformer blocks per spatial transformer.
         concat_channels: extra channels concatenated to ``x`` (super-resolution, inpainting masks).
+        coord_input: append two channels holding each pixel's x and y in [-1, 1] across the canvas to the
+            input (CoordConv, Liu et al. 2018): the features know where they are, so cross-attention can
+            match layout coordinates to places without learning position from the zero padding alone.
         learn_variance: double the output channels (the second half parameterises the variance).
     """
 
@@ -69,6 +72,7 @@ class UNetConfig:
     context_dim: int | None = None
     transformer_depth: int = 1
     concat_channels: int = 0
+    coord_input: bool = False
     learn_variance: bool = False
 
     def __post_init__(self):
@@ -207,6 +211,16 @@ class Stage(nn.ModuleList):
         return x
 
 
+def coord_channels(x: torch.Tensor) -> torch.Tensor:
+    """``[N, 2, H, W]``: each pixel's x (channel 0) and y (channel 1), from -1 at the first pixel's centre to 1 at
+    the last's, in ``x``'s dtype and device."""
+    n, _, h, w = x.shape
+    ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype)
+    grid = torch.stack([xs.view(1, w).expand(h, w), ys.view(h, 1).expand(h, w)])
+    return grid.unsqueeze(0).expand(n, 2, h, w)
+
+
 class UNet(nn.Module):
     """Denoising U-Net; see the module docstring for the layout and :class:`UNetConfig` for options."""
 
@@ -216,7 +230,8 @@ class UNet(nn.Module):
         emb_dim = 4 * c.model_channels
         self.time_embed = TimestepEmbedding(c.model_channels, emb_dim)
         self.class_embed = nn.Embedding(c.num_classes + 1, emb_dim) if c.num_classes is not None else None
-        self.conv_in = nn.Conv2d(c.in_channels + c.concat_channels, c.model_channels, 3, padding=1)
+        self.conv_in = nn.Conv2d(c.in_channels + c.concat_channels + 2 * c.coord_input, c.model_channels, 3,
+                                 padding=1)
 
         def res(cin, cout):
             return ResBlock(cin, cout, emb_dim, c.dropout, c.norm_groups)
@@ -342,6 +357,8 @@ class UNet(nn.Module):
         if context is not None:
             context = context.to(dtype)
         h = x.to(dtype) if concat is None else torch.cat([x, concat], dim=1).to(dtype)
+        if self.config.coord_input:
+            h = torch.cat([h, coord_channels(h)], dim=1)
         h = self.conv_in(h)
         hs = [h]
         for stage in self.down:
