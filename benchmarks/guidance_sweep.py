@@ -33,9 +33,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, default=1000, help="images per (model, scale); a multiple of 10")
     p.add_argument("--steps", default="50", help="sampler steps; comma-separated for an FID-vs-steps table")
     p.add_argument("--samplers", default="ddim", help="comma-separated samplers (ddim, dpmpp_2m, ddpm)")
-    p.add_argument("--prompt-set", choices=("held-out", "train"), default="held-out",
-                   help="text models: held-out paraphrases (evaluation) or training captions (for choosing a "
-                        "setting without looking at the held-out set)")
+    p.add_argument("--prompt-set", choices=("held-out", "validation", "train"), default="held-out",
+                   help="text models: held-out paraphrases (evaluation), validation paraphrases or training "
+                        "captions (for choosing a setting without looking at the held-out set)")
     p.add_argument("--reference", default="fashion-mnist:test",
                    help="FID reference (choose settings against fashion-mnist:train, report against :test)")
     p.add_argument("--seed", type=int, default=0)
@@ -50,13 +50,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def request(loaded, n: int, seed: int, prompt_set: str = "held-out") -> tuple[dict, torch.Tensor, str]:
     """The sampling request of a model (labels, or held-out / training prompts) and the requested class of
     each image."""
-    from ldmkit.data.captions import held_out_prompts, train_prompts
+    from ldmkit.data.captions import held_out_prompts, train_prompts, validation_prompts
 
     accepts = loaded.conditioner.accepts
     if "prompts" in accepts:
         if loaded.config.data.name != "fashion-mnist":
             raise SystemExit(f"{loaded.path}: the sweep's prompts are Fashion-MNIST captions")
-        prompts, labels = (held_out_prompts if prompt_set == "held-out" else train_prompts)(n // 10, seed=seed)
+        prompts, labels = {"held-out": held_out_prompts, "validation": validation_prompts,
+                           "train": train_prompts}[prompt_set](n // 10, seed=seed)
         order = torch.arange(n).view(10, n // 10).t().reshape(-1)  # interleave: image i is class i mod 10
         return {"prompts": [prompts[i] for i in order]}, labels[order], f"{prompt_set} prompts"
     if "labels" in accepts:
@@ -81,11 +82,13 @@ def sweep_model(name: str, path: str, args, extractor) -> list[dict]:
                                  guidance_scale=scale, batch_size=args.batch_size)
         seconds = time.perf_counter() - t0
         logits = extractor.extract(images).logits
-        accuracy = float((torch.from_numpy(np.argmax(logits, axis=1)) == labels).float().mean())
+        hits = (torch.from_numpy(np.argmax(logits, axis=1)) == labels).float()
+        accuracy = float(hits.mean())
+        per_class = [round(float(hits[labels == k].mean()), 3) for k in range(int(labels.max()) + 1)]
         fid = float(evaluate_images(images, reference=args.reference, metrics=("fid",),
                                     extractor=extractor)["fid"])
         row = {"model": name, "checkpoint": str(loaded.path), "step": loaded.step, "condition": kind,
-               "guidance_scale": scale, "fid": round(fid, 3), "accuracy": round(accuracy, 4),
+               "guidance_scale": scale, "fid": round(fid, 3), "accuracy": round(accuracy, 4), "per_class_accuracy": per_class,
                "num_samples": args.num_samples, "reference": args.reference, "sampler": sampler, "steps": steps, "extractor": extractor.name,
                "sample_s": round(seconds, 1),
                "params": sum(p.numel() for p in loaded.denoiser.parameters())}

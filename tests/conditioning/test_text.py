@@ -238,3 +238,30 @@ def test_img2img_with_a_prompt(runs, capsys, tmp_path):
     assert main(["img2img", run["class"], str(src), "--strength", "0.5", "--prompt", "a bag", "-o",
                  str(tmp_path / "x.png")]) == 2
     assert "does not take prompts" in capsys.readouterr().err
+
+
+def test_pooled_minilm_puts_the_sentence_embedding_first():
+    from ldmkit.conditioning.text import TextConfig, TextKind
+    from ldmkit.registry import ConfigError
+
+    plain, pooled = TextKind(TextConfig()), TextKind(TextConfig(pooled=True))
+    prompts = ["a photo of an ankle boot", "bag", ""]
+    a, b = plain.encode(prompts), pooled.encode(prompts)
+    assert b.context.shape[1] == a.context.shape[1] + 1 and b.context_mask.shape[1] == a.context_mask.shape[1] + 1
+    assert torch.equal(b.context[:, 1:], a.context) and torch.equal(b.context_mask[:, 1:], a.context_mask)
+    for i in range(2):  # the mean of the prompt's own token states (sentence-transformers' mean pooling)
+        n = int(a.context_mask[i].sum())
+        torch.testing.assert_close(b.context[i, 0], a.context[i, :n].mean(dim=0))
+    assert b.context_mask[:2, 0].all() and not b.context_mask[2].any()  # the empty prompt: still no token
+    assert not b.context[2].any()
+    with pytest.raises(ConfigError, match="pooled=true is for the minilm encoder"):
+        TextConfig(encoder="scratch", width=16, pooled=True)
+    # a pooled model trains and samples through the same path (the null condition included)
+    cfg = config_from_data(tiny("minilm") | {"cond": {"context": "text", "text": {"max_tokens": 16, "pooled": True}}})
+    process = pipelines.build_process(cfg)
+    conditioner = pipelines.build_conditioner(cfg)
+    den = pipelines.build_denoiser(cfg, process, conditioner)
+    cond = conditioner.from_request(2, prompts=["a sneaker", "some pants"])
+    with torch.no_grad():
+        assert den(torch.randn(2, 1, 28, 28), torch.tensor([3, 9]), cond).eps.shape == (2, 1, 28, 28)
+        assert den(torch.randn(2, 1, 28, 28), torch.tensor([3, 9]), null_condition(cond)).eps.shape == (2, 1, 28, 28)

@@ -35,6 +35,9 @@ class TextConfig:
         width: scratch: token width (= ``unet.context_dim``); minilm: must stay 384.
         depth: scratch: transformer blocks.
         heads: scratch: attention heads.
+        pooled: minilm: put the sentence embedding first in the context (the mean of MiniLM's token states over
+            the prompt: the vector all-MiniLM-L6-v2 is trained to make similar for paraphrases), then the
+            token states; the U-Net reads both by cross-attention. The empty prompt still has no token.
     """
 
     encoder: Literal["minilm", "scratch"] = "minilm"
@@ -42,9 +45,12 @@ class TextConfig:
     width: int = MINILM_WIDTH
     depth: int = 2
     heads: int = 4
+    pooled: bool = False
 
     def __post_init__(self):
         bad = []
+        if self.pooled and self.encoder != "minilm":
+            bad.append(f"pooled=true is for the minilm encoder (encoder={self.encoder!r})")
         if not 3 <= self.max_tokens <= 512:
             bad.append(f"max_tokens={self.max_tokens} must be in [3, 512]")
         if self.encoder == "minilm" and self.width != MINILM_WIDTH:
@@ -119,11 +125,17 @@ class TextKind:
             states, _ = self.frozen(tokens[rows].to(device), mask[rows].to(device))
             for t, r, s in zip(missing, rows, states):
                 self._cache[(str(device), t)] = s[: int(mask[r].sum())].clone()
-        context = torch.zeros(len(texts), tokens.shape[1], MINILM_WIDTH, device=device)
+        first = int(self.cfg.pooled)  # position 0 holds the sentence embedding when pooled
+        context = torch.zeros(len(texts), first + tokens.shape[1], MINILM_WIDTH, device=device)
         for i, t in enumerate(texts):
             s = self._cache[(str(device), t)]
-            context[i, : len(s)] = s
-        return Cond(context=context, context_mask=mask.to(device))
+            context[i, first: first + len(s)] = s
+            if first and len(s):
+                context[i, 0] = s.mean(dim=0)
+        mask = mask.to(device)
+        if first:
+            mask = torch.cat([mask.any(dim=1, keepdim=True), mask], dim=1)
+        return Cond(context=context, context_mask=mask)
 
     def from_batch(self, batch: Batch, space=None) -> Cond:
         if batch.captions is None:

@@ -39,6 +39,13 @@ HELD_OUT_SYNONYMS: tuple[tuple[tuple[str, str], ...], ...] = (
     (("a", "parka"),), (("a", "strappy sandal"),), (("a", "dress shirt"),), (("an", "athletic shoe"),),
     (("a", "tote bag"),), (("a", "chelsea boot"),),
 )
+# Validation paraphrases: neither trained on nor part of the held-out evaluation set; for choosing settings
+# (guidance scale, encoder options) on unseen wording without looking at the held-out set.
+VALIDATION_SYNONYMS: tuple[tuple[tuple[str, str], ...], ...] = (
+    (("a", "crew-neck tee"),), (("a pair of", "chinos"),), (("a", "cable-knit sweater"),), (("a", "cocktail dress"),),
+    (("a", "trench coat"),), (("a", "beach sandal"),), (("a", "flannel shirt"),), (("a", "tennis shoe"),),
+    (("a", "shoulder bag"),), (("a", "suede bootie"),),
+)
 CATEGORIES = ("tops", "bottoms", "tops", "dresses", "outerwear", "footwear", "tops", "footwear", "accessories",
               "footwear")
 ATTRIBUTES = ("plain", "dark", "light", "grey", "simple", "small", "large", "black", "white", "soft")
@@ -46,6 +53,8 @@ ATTRIBUTES = ("plain", "dark", "light", "grey", "simple", "small", "large", "bla
 # {np}: determiner + noun; {npa}: with an attribute; {noun}: bare noun; {cat}: the category word.
 TEMPLATES = ("{np}", "a photo of {np}", "a picture of {np}", "{cat}: {noun}", "{npa}", "a photo of {npa}",
              "{noun}", "product photo of {np}", "a black and white photo of {np}", "{np} on a dark background")
+VALIDATION_TEMPLATES = ("a close-up of {np}", "here is {npa}", "an online listing for {np}",
+                        "{noun} in black and white")
 HELD_OUT_TEMPLATES = ("an image showing {np}", "this is {npa}", "a grayscale product shot of {np}",
                       "someone is selling {np}", "{noun}, front view")
 
@@ -97,6 +106,16 @@ def held_out_captions(label: int) -> list[str]:
     return sorted(out - train)
 
 
+def validation_captions(label: int) -> list[str]:
+    """Paraphrases of class ``label`` in neither :func:`train_captions` nor :func:`held_out_captions`
+    (a validation template or a validation synonym)."""
+    label = _check_label(label)
+    seen = set(train_captions(label)) | set(held_out_captions(label))
+    out = set(_all(label, VALIDATION_TEMPLATES, SYNONYMS[label] + VALIDATION_SYNONYMS[label]))
+    out |= set(_all(label, TEMPLATES, VALIDATION_SYNONYMS[label]))
+    return sorted(out - seen)
+
+
 def _balanced(pool_of, per_class: int, seed: int) -> tuple[list[str], torch.Tensor]:
     rng = np.random.default_rng(seed)
     prompts, labels = [], []
@@ -110,6 +129,11 @@ def _balanced(pool_of, per_class: int, seed: int) -> tuple[list[str], torch.Tens
 def held_out_prompts(per_class: int, seed: int = 0) -> tuple[list[str], torch.Tensor]:
     """``per_class`` held-out captions of each class (class-balanced, label i // per_class) and their labels."""
     return _balanced(held_out_captions, per_class, seed)
+
+
+def validation_prompts(per_class: int, seed: int = 0) -> tuple[list[str], torch.Tensor]:
+    """As :func:`held_out_prompts` from :func:`validation_captions`."""
+    return _balanced(validation_captions, per_class, seed)
 
 
 def train_prompts(per_class: int, seed: int = 0) -> tuple[list[str], torch.Tensor]:
