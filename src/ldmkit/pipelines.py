@@ -193,7 +193,8 @@ def sampler_options(sampler: str, *, variance_type: str, clip_denoised: bool, et
 def generate(denoiser: torch.nn.Module, process: GaussianProcess, space, shape: tuple[int, ...], *, n: int,
              sampler: str = "ddim", steps: int | None = 50, eta: float = 0.0, variance_type: str = "fixed_large",
              seed: int = 0, cond: Cond | None = None, guidance_scale: float = 1.0,
-             batch_size: int = 64, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+             batch_size: int = 64, progress: Callable[[int], None] | None = None,
+             callback: Callable[[dict], None] | None = None) -> torch.Tensor:
     """``n`` images in [-1, 1] ``[n, C, H, W]``; image ``i`` depends only on ``seed + i`` (and settings).
 
     Args:
@@ -205,6 +206,9 @@ def generate(denoiser: torch.nn.Module, process: GaussianProcess, space, shape: 
         cond: the condition of all ``n`` images (``Conditioner.from_request``); its tokens, if any, are
             encoded once here (``Denoiser.encode_context``), then it is sliced per batch.
         guidance_scale: classifier-free guidance against ``null_condition(cond)`` (1 = off).
+        callback: called once per sampler step of each batch with the sampler's dict (``x``: the new state,
+            ``i``, ``t``, ``prediction``) plus ``x_t`` (the state the step started from) and ``start`` (the
+            batch's first image index); ``ldmkit.visualize`` records the reverse process with it.
     """
     spec = lookup(SAMPLERS, sampler, "sampler")
     options = sampler_options(sampler, variance_type=variance_type, clip_denoised=space.clip_denoised,
@@ -226,7 +230,15 @@ def generate(denoiser: torch.nn.Module, process: GaussianProcess, space, shape: 
         gens = make_generators([seed + i for i in idx], device)
         x_T = randn((len(idx), *shape), gens, device=device)
         part = None if cond is None else cond.index(slice(start, start + len(idx)))
-        z = spec.fn(model, x_T, grid, process, cond=part, generator=gens, **options)
+        hook = None
+        if callback is not None:
+            state = {"x": x_T}
+
+            def hook(info, state=state, start=start):
+                callback({**info, "x_t": state["x"], "start": start})
+                state["x"] = info["x"]
+
+        z = spec.fn(model, x_T, grid, process, cond=part, generator=gens, callback=hook, **options)
         out.append(space.decode(z).clamp(-1, 1).cpu())
         if progress is not None:
             progress(len(idx))

@@ -178,47 +178,34 @@ def reverse_trajectory(loaded, n: int, *, sampler: str = "ddim", steps: int | No
         steps: the grid length K (``None``: all T); every: record steps ``0, every, 2 every, ...`` and the last
             (default :func:`default_every`).
     """
-    from ldmkit.denoiser import ClassifierFreeGuidance
-    from ldmkit.pipelines import sample_shape, sampler_options
-    from ldmkit.registry import lookup
-    from ldmkit.samplers import SAMPLERS, make_generators, make_timestep_grid, randn
-
     process, space = loaded.process, loaded.space
     num_steps = steps or process.num_timesteps
     every = default_every(num_steps) if every is None else int(every)
     if not 1 <= every <= num_steps:
         raise ValueError(f"every={every} is outside [1, {num_steps}] (the sampler's {num_steps} steps)")
-    # the set-up of pipelines.generate (one batch), which has no callback argument
-    spec = lookup(SAMPLERS, sampler, "sampler")
-    options = sampler_options(sampler, variance_type=loaded.config.diffusion.variance_type,
-                              clip_denoised=space.clip_denoised, eta=eta)
-    grid = make_timestep_grid(spec.grid, process.num_timesteps, num_steps, alphas_cumprod=process.alphas_cumprod)
-    model = loaded.denoiser if guidance_scale == 1.0 else ClassifierFreeGuidance(loaded.denoiser, guidance_scale)
-    device = _device(loaded)
-    if cond is not None:
-        cond = cond.to(device)
-        if hasattr(loaded.denoiser, "encode_context"):
-            cond = loaded.denoiser.encode_context(cond)
-    gens = make_generators([seed + i for i in range(n)], device)
-    x_T = randn((n, *sample_shape(loaded.config, space)), gens, device=device)
-
-    keep = set(range(0, len(grid), every)) | {len(grid) - 1}
     record: dict[str, list] = {"steps": [], "timesteps": [], "x_t": [], "x0": []}
-    state = {"x": x_T}
+    last: dict = {}
+
+    def keep(info: dict) -> None:
+        record["steps"].append(int(info["i"]))
+        record["timesteps"].append(int(info["t"]))
+        record["x_t"].append(info["x_t"].detach().clone())
+        record["x0"].append(info["prediction"].x0.detach().clone())
 
     def callback(info: dict) -> None:
-        if info["i"] in keep:
-            record["steps"].append(int(info["i"]))
-            record["timesteps"].append(int(info["t"]))
-            record["x_t"].append(state["x"].detach().clone())
-            record["x0"].append(info["prediction"].x0.detach().clone())
-        state["x"] = info["x"]
+        if info["i"] % every == 0:
+            keep(info)
+        last.update(info)
 
-    sample = spec.fn(model, x_T, grid, process, cond=cond, generator=gens, callback=callback, **options)
+    images = loaded.generate(n, sampler=sampler, steps=steps, eta=eta, seed=seed, cond=cond,
+                             guidance_scale=guidance_scale, batch_size=n, callback=callback)
+    if record["steps"][-1] != last["i"]:  # the last step is always shown
+        keep(last)
+    sample, grid_len = last["x"], int(last["i"]) + 1
     x_t, x0 = torch.stack(record["x_t"], dim=1), torch.stack(record["x0"], dim=1)
     return Trajectory(record["steps"], record["timesteps"], x_t.cpu(), x0.cpu(), sample.cpu(),
-                      _decode_columns(space, x_t), _decode_columns(space, x0), _show(space.decode(sample)),
-                      len(grid), latent=loaded.config.first_stage is not None)
+                      _decode_columns(space, x_t), _decode_columns(space, x0), _show(images),
+                      grid_len, latent=loaded.config.first_stage is not None)
 
 
 def _decode_columns(space, x: torch.Tensor) -> torch.Tensor:
