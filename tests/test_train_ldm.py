@@ -12,7 +12,7 @@ from ldmkit.cli import main
 from ldmkit.recipe import BudgetConfig, stage_minutes
 
 TINY = """
-data: {name: shapes, length: 64, image_size: 16}
+data: {name: shapes, length: 64, image_size: 16, cache_latents: true}
 autoencoder:
   model: {type: kl, in_channels: 3, channels: 8, channel_mult: [1, 2], num_res_blocks: 1, z_channels: 2,
           mid_attention: false}
@@ -56,6 +56,7 @@ def test_outputs_of_every_stage(run):
     assert ldm_meta["config"]["first_stage_scale_factor"] == scale
     assert ldm_meta["config"]["first_stage"] == str((out / "autoencoder" / "checkpoints" / "step_0000004").resolve())
     assert ldm_meta["config"]["unet"]["in_channels"] == 2  # filled in from autoencoder.model.z_channels
+    assert ldm_meta["config"]["data"]["cache_latents"] is True  # the recipe's data section reaches the diffusion stage
     with Image.open(out / "samples.png") as im:
         assert im.size[0] > 16 and im.mode == "RGB"  # a 2x2 grid of 16x16 RGB samples with padding
     ev = json.loads((out / "eval.json").read_text())
