@@ -84,7 +84,8 @@ def build_conditioner(cfg: Config) -> Conditioner:
     from ldmkit.data.captions import default_prompts
 
     prompts = default_prompts(cfg.data) if cfg.cond.context == "text" else None
-    return build(cfg, class_names=class_names(cfg.data), prompts=prompts)
+    size = tuple(image_shape(cfg)[1:]) if cfg.cond.context == "layout" else None
+    return build(cfg, class_names=class_names(cfg.data), prompts=prompts, image_size=size)
 
 
 def build_denoiser(cfg: Config, process: GaussianProcess, conditioner: Conditioner | None = None) -> Denoiser:

@@ -3,6 +3,7 @@ is the null condition; builder checks; end to end: a tiny train on shapes and `l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -170,3 +171,54 @@ def test_presets_load_and_fit(preset, dataset, labels, in_channels):
         assert cfg.first_stage == "runs/ae_kl_f4_collage" and ae["data"]["name"] == "fashion-collage"
         assert ae["model"]["in_channels"] == 1 and 2 ** (len(ae["model"]["channel_mult"]) - 1) == 4
         assert cfg.cond.layout.max_boxes >= 4  # the dataset's most items per canvas
+
+
+def test_box_map_is_the_exact_area_coverage():
+    from ldmkit.conditioning.layout import box_map
+
+    boxes = torch.tensor([[0.25, 0.25, 0.75, 0.75], [0.1, 0.0, 0.35, 1.0], [0.0, 0.0, 0.3, 0.5]])
+    m = box_map([(boxes, torch.tensor([0, 1, 1]))], num_labels=3, height=4, width=4)[0]
+    want0 = torch.zeros(4, 4)
+    want0[1:3, 1:3] = 1.0
+    torch.testing.assert_close(m[0], want0)
+    # label 1: a column strip covering 60% of column 0 and 40% of column 1, merged (max) with a box covering
+    # all of column 0 and 20% of column 1 over the top two rows
+    want1 = torch.tensor([[1.0, 0.4, 0, 0]] * 2 + [[0.6, 0.4, 0, 0]] * 2)
+    torch.testing.assert_close(m[1], want1)
+    assert not m[2].any()
+    # total coverage of a box equals its area in cells, at any resolution
+    for h, w in [(7, 5), (16, 16)]:
+        one = box_map([(boxes[:1], torch.tensor([0]))], 1, h, w)[0, 0]
+        torch.testing.assert_close(one.sum(), torch.tensor(0.25 * h * w))
+
+
+def test_spatial_layout_trains_samples_and_the_map_matters(tmp_path, capsys):
+    import yaml
+
+    from ldmkit.config import config_from_data
+    from ldmkit.pipelines import build_conditioner, build_denoiser, build_process
+
+    data = yaml.safe_load(TINY_SHAPES)
+    data["cond"]["layout"]["spatial"] = True
+    with pytest.raises(ConfigError, match="set --unet.concat_channels=18"):
+        build_conditioner(config_from_data(data))
+    data["unet"]["concat_channels"] = 18
+    cfg = config_from_data(data)
+    cond = build_conditioner(cfg)
+    c = cond.from_request(2, layouts=[A, A + B])
+    assert c.concat.shape == (2, 18, 16, 16) and c.tokens.shape[0] == 2  # pixel space: the map at 16x16
+    torch.manual_seed(0)
+    den = build_denoiser(cfg, build_process(cfg), cond).eval()
+    torch.nn.init.normal_(den.network.conv_out.weight, std=0.1)
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([5, 9])
+    moved = dataclasses.replace(c, concat=c.concat.roll(4, dims=-1))  # the same tokens, the map moved
+    with torch.no_grad():
+        assert not torch.allclose(den(x, t, c).eps, den(x, t, moved).eps, atol=1e-5)
+    path = tmp_path / "spatial.yaml"
+    path.write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(run), "--no-progress"]) == 0
+    npz = tmp_path / "s.npz"
+    assert main(["sample", str(run), "--layout", json.dumps(A + B), "-n", "2", "--steps", "2", "--npz", str(npz),
+                 "--guidance-scale", "2"]) == 0
+    assert np.load(npz)["images"].shape == (2, 16, 16, 3)

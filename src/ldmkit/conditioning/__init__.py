@@ -176,7 +176,7 @@ def _text_kind(cfg, hints: dict):
 def _layout_kind(cfg, hints: dict):
     from ldmkit.conditioning.layout import build_kind
 
-    return build_kind(cfg)
+    return build_kind(cfg, hints.get("image_size"))
 
 
 def _concat_kind(name: str) -> Callable:
@@ -196,7 +196,7 @@ CONCAT_KINDS: dict[str, Callable] = {"none": _no_kind, "super_resolution": _conc
 
 
 def build_conditioner(cfg, *, class_names: tuple[str, ...] | None = None,
-                      prompts: list[str] | None = None) -> Conditioner:
+                      prompts: list[str] | None = None, image_size: tuple[int, int] | None = None) -> Conditioner:
     """The :class:`Conditioner` of a run config (``ldmkit.config.Config``), checked against its U-Net.
 
     What only the data knows comes in as hints (``conditioning/`` does not import ``data/``;
@@ -208,7 +208,7 @@ def build_conditioner(cfg, *, class_names: tuple[str, ...] | None = None,
             concat conditioner's channels differ from ``unet.concat_channels``.
     """
     unet, c = cfg.unet, cfg.cond
-    hints = {"class_names": class_names, "prompts": prompts}
+    hints = {"class_names": class_names, "prompts": prompts, "image_size": image_size}
     parts: dict[str, Any] = {}
     if unet.num_classes is not None:
         parts["class"] = ClassKind(unet.num_classes, class_names)
@@ -221,9 +221,10 @@ def build_conditioner(cfg, *, class_names: tuple[str, ...] | None = None,
         raise ConfigError(f"cond.context={c.context!r} gives {width}-d tokens but unet.context_dim="
                           f"{unet.context_dim}; set --unet.context_dim={width}")
     concat = lookup(CONCAT_KINDS, c.concat, "cond.concat")(cfg, hints)
-    channels = 0 if concat is None else concat.channels
+    channels = (0 if concat is None else concat.channels) + getattr(context, "concat_channels", 0)
     if channels != unet.concat_channels:
-        raise ConfigError(f"cond.concat={c.concat!r} gives {channels} concat channels but unet.concat_channels="
-                          f"{unet.concat_channels}; set --unet.concat_channels={channels}")
+        spatial = " and the layout's box map (cond.layout.spatial)" if getattr(context, "concat_channels", 0) else ""
+        raise ConfigError(f"cond.concat={c.concat!r}{spatial} give {channels} concat channels but "
+                          f"unet.concat_channels={unet.concat_channels}; set --unet.concat_channels={channels}")
     parts["context"], parts["concat"] = context, concat
     return Conditioner(parts, unet.num_classes)

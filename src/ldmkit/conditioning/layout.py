@@ -87,6 +87,12 @@ class LayoutConfig:
         depth: transformer blocks.
         heads: attention heads (width must be divisible by it).
         dropout: attention / MLP dropout of the transformer while training.
+        spatial: also draw the boxes as one channel per label at the resolution of ``x_t`` (the fraction of
+            each cell a box of that label covers, boxes of one label merged by max), appended to ``x_t``
+            (``unet.concat_channels`` = the number of labels). Not part of Rombach et al.'s layout model (tokens
+            and cross-attention only): it makes *where* a direct input, learnable in a short CPU budget.
+            Classifier-free guidance then acts on the tokens only: like a super-resolution input, the map is
+            kept in the unconditional branch.
     """
 
     labels: str = "fashion-mnist"
@@ -96,6 +102,7 @@ class LayoutConfig:
     depth: int = 2
     heads: int = 4
     dropout: float = 0.0
+    spatial: bool = False
 
     def __post_init__(self) -> None:
         lookup(VOCABS, self.labels, "cond.layout.labels vocabulary")
@@ -306,6 +313,24 @@ def tokenizer_for(cfg: LayoutConfig) -> LayoutTokenizer:
     return LayoutTokenizer(len(VOCABS[cfg.labels].names), cfg.max_boxes, cfg.coord_bins)
 
 
+def box_map(layouts: Sequence[tuple[torch.Tensor, torch.Tensor]], num_labels: int, height: int,
+            width: int) -> torch.Tensor:
+    """Layouts -> ``[N, num_labels, height, width]``: channel m holds, per cell, the largest fraction of the cell
+    covered by one box of label m (exact area coverage of the box on the cell grid; 0 where no box is)."""
+    out = torch.zeros(len(layouts), num_labels, height, width)
+
+    def coverage(lo: float, hi: float, cells: int) -> torch.Tensor:
+        edges = torch.arange(cells + 1, dtype=torch.float32) / cells
+        return ((torch.minimum(edges[1:], torch.tensor(hi)) - torch.maximum(edges[:-1], torch.tensor(lo)))
+                .clamp_min(0) * cells)
+
+    for i, (boxes, labels) in enumerate(layouts):
+        for (x0, y0, x1, y1), m in zip(boxes.tolist(), labels.tolist(), strict=True):
+            cover = coverage(y0, y1, height)[:, None] * coverage(x0, x1, width)[None, :]
+            out[i, int(m)] = torch.maximum(out[i, int(m)], cover)
+    return out
+
+
 # ---------------------------------------------------------------------------------------- context kind
 class LayoutContext:
     """The ``layout`` ContextKind: batches' boxes or requested layouts -> ``Cond(tokens, token_mask)``.
@@ -317,12 +342,25 @@ class LayoutContext:
 
     accepts = ("layouts",)
 
-    def __init__(self, cfg: LayoutConfig):
+    def __init__(self, cfg: LayoutConfig, image_size: tuple[int, int] | None = None):
         self.cfg = cfg
         self.vocab = VOCABS[cfg.labels]
         self.tokenizer = tokenizer_for(cfg)
         self.context_encoder = build_encoder(cfg)
         self.context_dim = cfg.width
+        self.concat_channels = len(self.vocab.names) if cfg.spatial else 0  # the box map's, if spatial
+        self.image_size = image_size  # (H, W) of the data: the box map of a request is drawn at H/f x W/f
+
+    def _with_map(self, cond: Cond, pairs, size: tuple[int, int] | None, space) -> Cond:
+        if not self.cfg.spatial:
+            return cond
+        if size is None:
+            raise LayoutError("cond.layout.spatial=true: the layout kind needs the data's image size to draw the "
+                              "box map (build it with ldmkit.pipelines.build_conditioner)")
+        f = 1 if space is None else int(space.factor)
+        maps = box_map(pairs, len(self.vocab.names), size[0] // f, size[1] // f)
+        device = cond.tokens.device
+        return Cond(tokens=cond.tokens, token_mask=cond.token_mask, concat=maps.to(device))
 
     @property
     def label_names(self) -> tuple[str, ...]:
@@ -355,7 +393,9 @@ class LayoutContext:
                  for b, lab, i in zip(batch.boxes, labels, idx, strict=True)]
         tokens, mask = torch.stack([t for t, _ in pairs]), torch.stack([m for _, m in pairs])
         device = batch.images.device
-        return Cond(tokens=tokens.to(device), token_mask=mask.to(device))
+        cond = Cond(tokens=tokens.to(device), token_mask=mask.to(device))
+        return self._with_map(cond, list(zip(batch.boxes, labels, strict=True)), tuple(batch.images.shape[-2:]),
+                              space)
 
     def from_request(self, n: int, *, space=None, layouts=None, **_) -> Cond | None:
         """``layouts``: one layout or a list, as ``(boxes, labels)`` pairs or parsed JSON lists, cycled to ``n``.
@@ -374,11 +414,13 @@ class LayoutContext:
         pairs = [(torch.as_tensor(b, dtype=torch.float32), torch.as_tensor(lab).long()) for b, lab in pairs]
         tokens, mask = self.tokenizer.encode_batch(pairs)
         reps = torch.arange(n) % len(pairs)
-        return Cond(tokens=tokens[reps], token_mask=mask[reps])
+        cond = Cond(tokens=tokens[reps], token_mask=mask[reps])
+        return self._with_map(cond, [pairs[int(r)] for r in reps], self.image_size, space)
 
 
-def build_kind(cfg) -> LayoutContext:
+def build_kind(cfg, image_size: tuple[int, int] | None = None) -> LayoutContext:
     """The layout part of a run config's conditioner (``CONTEXT_KINDS["layout"]``): ``cfg.cond.layout``, checked
-    against ``cfg.data.name`` (its boxes must carry the configured vocabulary)."""
+    against ``cfg.data.name`` (its boxes must carry the configured vocabulary); ``image_size``: the data's
+    ``(H, W)`` (a spatial layout draws its box map at that size over the space's factor)."""
     check_dataset(cfg.cond.layout, cfg.data.name)
-    return LayoutContext(cfg.cond.layout)
+    return LayoutContext(cfg.cond.layout, image_size)
