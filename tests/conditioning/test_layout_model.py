@@ -222,3 +222,7 @@ def test_spatial_layout_trains_samples_and_the_map_matters(tmp_path, capsys):
     assert main(["sample", str(run), "--layout", json.dumps(A + B), "-n", "2", "--steps", "2", "--npz", str(npz),
                  "--guidance-scale", "2"]) == 0
     assert np.load(npz)["images"].shape == (2, 16, 16, 3)
+    # a larger canvas: the box map is drawn at the requested size (the boxes are fractions of the canvas)
+    assert main(["sample", str(run), "--layout", json.dumps(A + B), "-n", "1", "--steps", "2", "--npz", str(npz),
+                 "--size", "32x24"]) == 0
+    assert np.load(npz)["images"].shape == (1, 32, 24, 3)

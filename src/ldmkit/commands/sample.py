@@ -91,17 +91,20 @@ def run(args) -> int:
         layouts = read_layout_arg(args.layout)
     elif "layouts" in loaded.conditioner.accepts:  # the kind's defaults, spelled out for the PNG metadata
         layouts = loaded.conditioner.parts["context"].default_layouts_json(args.num)
+    shape = None
+    if args.size:  # --size HxW: the same flow at another size (checked against the model's factor)
+        from ldmkit import editing
+
+        shape = editing.shape_at(loaded, *editing.parse_size(args.size), what="--size")
+        context = loaded.conditioner.parts.get("context")
+        if getattr(context, "concat_channels", 0):  # a layout's box map is drawn on the requested canvas
+            context.image_size = editing.parse_size(args.size)
     cond = request_cond(loaded, args.num, labels=labels, prompts=prompts, layouts=layouts)
     if layouts is not None:
         layouts = [layouts[i % len(layouts)] for i in range(args.num)]
     labels = None if cond is None or cond.class_labels is None else cond.class_labels.cpu()
     if prompts is not None:
         prompts = [prompts[i % len(prompts)] for i in range(args.num)]
-    shape = None
-    if args.size:  # --size HxW: the same flow at another size (checked against the model's factor)
-        from ldmkit import editing
-
-        shape = editing.shape_at(loaded, *editing.parse_size(args.size), what="--size")
     with tqdm(total=args.num, unit="img", desc=f"sampling ({sampler})") as bar:
         images = loaded.generate(args.num, shape=shape, sampler=sampler, steps=steps, eta=eta, seed=args.seed,
                                  cond=cond, guidance_scale=scale, batch_size=args.batch_size,
