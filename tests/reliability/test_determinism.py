@@ -122,7 +122,9 @@ def test_from_png_regenerates_the_pixels_of_every_image(ckpts, tmp_path, model, 
 
 def test_from_png_with_a_moved_checkpoint_and_its_errors(ckpts, tmp_path, capsys):
     """The positional checkpoint replaces the stored path (a moved checkpoint); a grid PNG, a non-PNG and
-    sampling arguments given with --from-png are usage errors (exit 2) naming what is wrong."""
+    sampling arguments given with --from-png are usage errors (exit 2) naming what is wrong. Guards
+    ``settings_from_png`` (ldmkit/commands/sample.py: the positional checkpoint overriding the stored path, and
+    its ``UsageError`` branches) and the ``CKPT_DIR ... is required`` check in ``sample.run``."""
     src = tmp_path / "src"
     assert main(["sample", ckpts["cond"], "-n", "2", "--seed", "5", "--out-dir", str(src),
                  "--grid", str(tmp_path / "grid.png"), "--guidance-scale", "2"]) == 0

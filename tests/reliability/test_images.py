@@ -114,7 +114,8 @@ def test_pillow_warning_band_is_an_error_not_a_warning(tmp_path, side):
 
 
 def test_just_under_pillows_limit_passes_the_header_check(tmp_path):
-    """The band's lower edge is Pillow's rule (w*h > MAX_IMAGE_PIXELS), not an arbitrary one of ours."""
+    """The band's lower edge is Pillow's rule (w*h > MAX_IMAGE_PIXELS), not an arbitrary one of ours. Guards
+    ``read_image`` / ``_bomb_warning_band`` (ldmkit/data/image_folder.py) against refusing legal sizes."""
     side = int(PILLOW_MAX ** 0.5)
     assert side * side <= PILLOW_MAX
     _, native, mode = read_image(_header_png(tmp_path / "ok.png", side, side), max_pixels=None, decode=False)

@@ -2,9 +2,10 @@
 path is refused with a clear line and never runs, also with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``; ``.npz``
 inputs load with ``allow_pickle=False``; and a lint fails on any unpickling call in ``src/``.
 
-Guards: ``resolve_checkpoint``'s suffix check and ``_safetensors_problem``'s pickle/zip check in
-``ldmkit/training/checkpoint.py`` (every checkpoint entry point), the suffix check and safetensors-only load
-of ``metrics.features.load_inception_extractor`` and ``autoencoders.perceptual.load_verified_safetensors``,
+Guards: ``resolve_checkpoint``'s suffix check (``ldmkit/training/checkpoint.py``) and ``_safetensors_problem``'s
+pickle/zip check (``ldmkit/training/files.py``, re-exported by checkpoint.py; every checkpoint entry point), the
+suffix check and safetensors-only load of ``ldmkit/weights.py`` ``load_verified_safetensors`` (used by
+``metrics.features.load_inception_extractor`` and ``autoencoders.perceptual.build_lpips_vgg``),
 and ``np.load(..., allow_pickle=False)`` in ``metrics/evaluate.py`` and ``metrics/reference.py``; the lint
 guards all of ``src/``.
 """
@@ -81,6 +82,9 @@ def _assert_refused(code: int, capsys, marker: Path) -> str:
 
 @pytest.mark.parametrize("command", ["sample", "eval", "nll", "info"])
 def test_pickle_files_refused_by_diffusion_commands(tmp_path, capsys, command):
+    """Guards ``resolve_checkpoint``'s ``PICKLE_SUFFIXES`` check (a ``.pt``/``.ckpt``/``.bin`` path) and
+    ``_safetensors_problem`` (a pickle renamed ``model.safetensors`` in a checkpoint folder) on the load paths
+    of ``sample``, ``eval``, ``nll`` and ``info``."""
     marker = tmp_path / "MARKER"
     for path in _evil_files(tmp_path, marker).values():
         _assert_refused(main(_checkpoint_commands(str(path), tmp_path)[command]), capsys, marker)
@@ -93,6 +97,8 @@ def test_pickle_files_refused_by_diffusion_commands(tmp_path, capsys, command):
 
 
 def test_pickle_files_refused_by_ae_stats_and_first_stage(tmp_path, capsys):
+    """Guards ``autoencoders.checkpoint.load_autoencoder`` (-> ``resolve_checkpoint`` / ``_safetensors_problem``)
+    as reached from ``ae-stats`` and ``train --first_stage=``; no training checkpoint is written."""
     marker = tmp_path / "MARKER"
     ae = ae_checkpoint(tmp_path)
     plant_pickle(ae / "model.safetensors", marker, torch_format=True)
@@ -106,6 +112,8 @@ def test_pickle_files_refused_by_ae_stats_and_first_stage(tmp_path, capsys):
 
 
 def test_pickle_refused_as_lpips_weights(tmp_path, capsys):
+    """Guards ``weights.load_verified_safetensors`` (suffix and first-bytes checks) as called by
+    ``autoencoders.perceptual.build_lpips_vgg`` for ``--loss.lpips_path``."""
     marker = tmp_path / "MARKER"
     renamed = plant_pickle(tmp_path / "lpips_vgg.safetensors", marker, torch_format=True)
     for path in [*_evil_files(tmp_path, marker).values(), renamed]:
@@ -198,6 +206,8 @@ def _images_npz(path: Path) -> Path:
 
 
 def test_pickle_refused_as_inception_weights(tmp_path, capsys):
+    """Guards ``weights.load_verified_safetensors`` as called by ``metrics.features.load_inception_extractor``
+    for ``eval-images --inception-weights``."""
     marker = tmp_path / "MARKER"
     images = _images_npz(tmp_path / "images.npz")
     renamed = plant_pickle(tmp_path / "inception.safetensors", marker, torch_format=True)
@@ -213,7 +223,9 @@ def test_pickle_refused_as_inception_weights(tmp_path, capsys):
 
 @pytest.mark.parametrize("option", ["images", "reference"])
 def test_object_array_npz_is_never_unpickled(tmp_path, capsys, option):
-    """An ``.npz``/``.npy`` whose array is a pickled object (np.save pickles object arrays) is refused."""
+    """An ``.npz``/``.npy`` whose array is a pickled object (np.save pickles object arrays) is refused. Guards
+    ``np.load(..., allow_pickle=False)`` in ``metrics/evaluate.py`` (images) and ``metrics/reference.py``
+    (``--reference``)."""
     marker = tmp_path / "MARKER"
     evil = np.empty(1, dtype=object)
     evil[0] = Planted(marker)
@@ -277,6 +289,7 @@ def test_lint_catches_each_forbidden_form():
 
 
 def test_no_unpickling_anywhere_in_src():
+    """Guards every file of ``src/ldmkit`` against an unpickling call (see ``unpickling_sites``)."""
     found = [site for path in sorted(SRC.rglob("*.py"))
              for site in unpickling_sites(path.read_text(), str(path.relative_to(ROOT)))]
     assert not found, "unpickling code in src/ (ldmkit never loads pickle):\n" + "\n".join(found)
