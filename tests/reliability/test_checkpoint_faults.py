@@ -72,9 +72,17 @@ DAMAGE = {  # name -> (damage(ckpt folder), message the error must contain)
                            r"state\.json: no state for optimizer 'optimizer'"),
     "no data position": (lambda c: _edit_json(c / "state.json", lambda s: s["train"].pop("consumed_batches")),
                          r"state\.json: missing train\.consumed_batches"),
+    "no micro-batch size": (lambda c: _edit_json(c / "state.json", lambda s: s["train"].pop("global_micro_batch")),
+                            r"state\.json: missing train\.global_micro_batch"),
+    "no elapsed time": (lambda c: _edit_json(c / "state.json", lambda s: s["train"].pop("elapsed_s")),
+                        r"state\.json: missing train\.elapsed_s"),
     "no rng entry": (lambda c: _edit_json(c / "state.json", lambda s: s.pop("rng")), r"state\.json: missing key 'rng'"),
     "newer format": (lambda c: _edit_json(c / "config.json", lambda m: m.update(format_version=ck.FORMAT_VERSION + 1)),
                      r"config\.json: format_version 2 is not supported: it is newer"),
+    "newer state format": (lambda c: _edit_json(c / "state.json",
+                                                lambda s: s.update(format_version=ck.FORMAT_VERSION + 1)),
+                           r"state\.json: format_version 2 is not supported: it is newer than the version this "
+                           r"ldmkit reads \(1\); upgrade ldmkit"),
 }
 
 
