@@ -26,7 +26,8 @@ from _training_helpers import (
 from ldmkit.training import checkpoint as ck
 
 __all__ = ["TINY_UNET", "Planted", "ae_checkpoint", "diffusion_checkpoint", "loss_trainer", "noisy_loss",
-           "plant_pickle", "rewrite_tensors", "state_equal", "tiny_config", "toy_data", "toy_model", "train_cfg"]
+           "plant_pickle", "rewrite_tensors", "sr_checkpoint", "state_equal", "tiny_config", "toy_data", "toy_model",
+           "train_cfg"]
 
 AE_MODEL = {"type": "kl", "in_channels": 1, "channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1,
             "z_channels": 2, "mid_attention": False}
@@ -57,6 +58,21 @@ def diffusion_checkpoint(root: Path, name: str = "diff", **sections) -> Path:
     from ldmkit import pipelines
 
     cfg = tiny_config(**sections)
+    torch.manual_seed(0)
+    model = pipelines.build_denoiser(cfg, pipelines.build_process(cfg))
+    return ck.save_checkpoint(root / name, 0, config=pipelines.config_dict(cfg), tensors={"model": model.state_dict()})
+
+
+def sr_checkpoint(root: Path, name: str = "sr") -> Path:
+    """An untrained x4 super-resolution checkpoint (pixel space, 28x28 padded to 32), saved by the library."""
+    from ldmkit import pipelines
+    from ldmkit.config import config_from_data
+
+    cfg = config_from_data({
+        "data": {"name": "fashion-mnist", "pad_to": 32}, "cond": {"concat": "super_resolution"},
+        "unet": {"in_channels": 1, "concat_channels": 1, "model_channels": 8, "channel_mult": [1, 2, 2, 2],
+                 "num_res_blocks": 1, "attention_levels": [], "num_heads": 2, "norm_groups": 4},
+        "diffusion": {"num_timesteps": 40}, "sample": {"sampler": "ddim", "steps": 2}})
     torch.manual_seed(0)
     model = pipelines.build_denoiser(cfg, pipelines.build_process(cfg))
     return ck.save_checkpoint(root / name, 0, config=pipelines.config_dict(cfg), tensors={"model": model.state_dict()})

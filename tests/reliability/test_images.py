@@ -23,6 +23,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 
 from _data_files import noise_image, save, solid, truncate, write_png_raw
+from _reliability_helpers import sr_checkpoint
 
 from ldmkit.cli import main
 from ldmkit.data import BadImageError, ImageFolder, ImageTooLargeError, load_image
@@ -175,24 +176,6 @@ def test_inpaint_and_img2img_refuse_bad_files_with_exit_2(tmp_path, capsys, ckpt
         assert not (tmp_path / "o.png").exists()
 
 
-def _sr_checkpoint(root: Path) -> str:
-    """An untrained x4 super-resolution checkpoint (pixel space, 28x28 padded to 32), saved by the library."""
-    import torch
-
-    from ldmkit import pipelines
-    from ldmkit.config import config_from_data
-    from ldmkit.training.checkpoint import save_checkpoint
-
-    cfg = config_from_data({
-        "data": {"name": "fashion-mnist", "pad_to": 32}, "cond": {"concat": "super_resolution"},
-        "unet": {"in_channels": 1, "concat_channels": 1, "model_channels": 8, "channel_mult": [1, 2, 2, 2],
-                 "num_res_blocks": 1, "attention_levels": [], "num_heads": 2, "norm_groups": 4},
-        "diffusion": {"num_timesteps": 40}, "sample": {"sampler": "ddim", "steps": 2}})
-    torch.manual_seed(0)
-    model = pipelines.build_denoiser(cfg, pipelines.build_process(cfg))
-    return str(save_checkpoint(root / "sr", 0, config=pipelines.config_dict(cfg), tensors={"model": model.state_dict()}))
-
-
 @pytest.mark.parametrize("name", ["zero.png", "text.png", "corrupt.png", "cut.jpg", "cut.png", "bomb.png",
                                   "band.png", "anim.gif"])
 def test_upscale_and_visualize_refuse_bad_files_with_exit_2(tmp_path, capsys, ckpt, name):
@@ -201,7 +184,7 @@ def test_upscale_and_visualize_refuse_bad_files_with_exit_2(tmp_path, capsys, ck
     ``read_image``, whose BadImageError is a usage error): one line naming the file, exit 2, nothing written,
     no traceback."""
     path = _bad_files(tmp_path / "in")[name]
-    runs = {"upscale": ["upscale", _sr_checkpoint(tmp_path), path, "-o", tmp_path / "o.png"],
+    runs = {"upscale": ["upscale", sr_checkpoint(tmp_path), path, "-o", tmp_path / "o.png"],
             "visualize": ["visualize", ckpt, "--what", "noising", "--image", path, "--t", "0,20",
                           "-o", tmp_path / "o.png"]}
     for command, argv in runs.items():

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _reliability_helpers import Planted, ae_checkpoint, diffusion_checkpoint, plant_pickle
+from _reliability_helpers import Planted, ae_checkpoint, diffusion_checkpoint, plant_pickle, sr_checkpoint
 
 from ldmkit.cli import main
+from ldmkit.images import save_png
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src" / "ldmkit"
@@ -162,6 +163,76 @@ def test_pickle_files_refused_by_generate_visualize_and_serve(tmp_path, capsys, 
         err = _assert_refused(main(_model_path_commands(str(ckpt), tmp_path)[command]), capsys, marker)
         assert "model.safetensors" in err
     assert not any((tmp_path / name).exists() for name in ("g.npz", "v.png"))
+
+
+def _editing_commands(path: str, tmp: Path) -> dict[str, list[str]]:
+    """The commands that take a checkpoint next to the user's images, and ``bench``."""
+    image = str(save_png(tmp / "in.png", np.full((8, 8, 1), 90, np.uint8)))
+    return {
+        "img2img": ["img2img", path, image, "--strength", "0.5", "--steps", "2", "-o", str(tmp / "out")],
+        "inpaint": ["inpaint", path, image, "--box", "0,0,4,4", "--steps", "2", "-o", str(tmp / "out" / "i.png")],
+        "upscale": ["upscale", path, image, "-o", str(tmp / "out")],
+        "bench": ["bench", path, "--train-steps", "1", "--warmup", "0", "--sample-n", "1", "--json"],
+    }
+
+
+@pytest.mark.parametrize("command", ["img2img", "inpaint", "upscale", "bench"])
+def test_pickle_files_refused_by_img2img_inpaint_upscale_and_bench(tmp_path, capsys, command):
+    """Guards ``resolve_checkpoint``'s ``PICKLE_SUFFIXES`` check and ``_safetensors_problem`` on the load paths
+    of ``img2img``, ``inpaint``, ``upscale`` (``commands/_common.py`` ``load_checkpoint``) and ``bench``: each
+    planted ``.pt`` / ``.ckpt`` / ``.bin`` file, a ``model.ckpt`` and a checkpoint whose ``model.safetensors``
+    is a pickle (plain and zip; for ``upscale`` a super-resolution checkpoint, so the refusal cannot come from
+    the model kind) is refused by name, nothing is written, the marker never appears."""
+    marker = tmp_path / "MARKER"
+    files = [*_evil_files(tmp_path, marker).values(), plant_pickle(tmp_path / "model.ckpt", marker)]
+    for path in files:
+        err = _assert_refused(main(_editing_commands(str(path), tmp_path)[command]), capsys, marker)
+        assert path.name in err, err
+    build = sr_checkpoint if command == "upscale" else diffusion_checkpoint
+    for torch_format in (False, True):
+        ckpt = build(tmp_path, f"ckpt{torch_format}")
+        plant_pickle(ckpt / "model.safetensors", marker, torch_format=torch_format)
+        err = _assert_refused(main(_editing_commands(str(ckpt), tmp_path)[command]), capsys, marker)
+        assert "model.safetensors" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_pickle_refused_by_train_ldm_first_stage(tmp_path, capsys):
+    """Guards ``commands/train_ldm.py`` ``_first_stage`` (``resolve_checkpoint``'s suffix check, whose reason
+    it once dropped: "no autoencoder checkpoint there" without saying a pickle is never loaded) and the scale
+    stage's ``load_autoencoder`` (``_safetensors_problem``) for an autoencoder folder whose weights are a
+    pickle: ``train-ldm --first_stage`` exits 2 / 1 with the refusal, trains nothing, runs no pickle."""
+    marker = tmp_path / "MARKER"
+    ae = ae_checkpoint(tmp_path)
+    plant_pickle(ae / "model.safetensors", marker, torch_format=True)
+    for path in [*_evil_files(tmp_path, marker).values(), ae]:
+        argv = ["train-ldm", str(CONFIGS / "ldm_fast_fmnist.yaml"), "--minutes", "1", "--out", str(tmp_path / "ldm"),
+                f"--first_stage={path}", "--no-progress"]
+        err = _assert_refused(main(argv), capsys, marker)
+        assert (path.name if path.is_file() else "model.safetensors") in err, err
+    assert not (tmp_path / "ldm" / "diffusion").exists()
+
+
+def _sample_png(path: Path, checkpoint: Path) -> Path:
+    """A one-image PNG as ``sample --out-dir`` writes it, whose ``checkpoint`` metadata names ``checkpoint``."""
+    meta = {"checkpoint": str(checkpoint), "seed": "0", "sampler": "ddim", "steps": "2", "eta": "0.0",
+            "guidance_scale": "1.0", "label": "null", "weights": "ema"}
+    return save_png(path, np.full((8, 8, 1), 90, np.uint8), meta)
+
+
+def test_pickle_named_by_a_png_is_refused_by_sample_from_png(tmp_path, capsys):
+    """Guards ``settings_from_png`` (``commands/sample.py``: the stored ``checkpoint`` becomes the path to load)
+    followed by the same ``resolve_checkpoint`` / ``_safetensors_problem`` checks: a PNG's metadata naming a
+    ``.pt`` / ``.ckpt`` / ``.bin`` file or a checkpoint whose ``model.safetensors`` is a pickle is refused."""
+    marker = tmp_path / "MARKER"
+    ckpt = diffusion_checkpoint(tmp_path)
+    plant_pickle(ckpt / "model.safetensors", marker, torch_format=True)
+    for i, path in enumerate([*_evil_files(tmp_path, marker).values(), ckpt]):
+        png = _sample_png(tmp_path / f"{i}.png", path)
+        err = _assert_refused(main(["sample", "--from-png", str(png), "--device", "cpu",
+                                    "--out-dir", str(tmp_path / "out")]), capsys, marker)
+        assert (path.name if path.is_file() else "model.safetensors") in err, err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.fixture

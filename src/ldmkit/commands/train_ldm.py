@@ -213,13 +213,17 @@ def _evaluate(out: Path, settings, ae_cfg, dev, state, progress: bool) -> None:
 
 def _first_stage(args, state, out: Path) -> tuple[Path | None, bool]:
     """The autoencoder run folder to use and whether it is a reused one (``--first_stage``)."""
+    from ldmkit.training import checkpoint as ckpt_io
+
     if args.first_stage is None:
         if state.first_stage is not None and Path(state.first_stage) != (out / "autoencoder").resolve():
             raise UsageError(f"--out {out} was started with --first_stage {state.first_stage}; pass it again")
         return (out / "autoencoder").resolve(), False
     path = Path(args.first_stage).resolve()
-    if not _has_checkpoint(path):
-        raise UsageError(f"--first_stage {args.first_stage}: no autoencoder checkpoint there")
+    try:  # the reason is kept: e.g. a .pt/.ckpt file is refused by name as a pickle
+        ckpt_io.resolve_checkpoint(path)
+    except (FileNotFoundError, ValueError, ckpt_io.CheckpointError) as e:
+        raise UsageError(f"--first_stage {args.first_stage}: no autoencoder checkpoint there ({e})") from None
     if state.first_stage is not None and Path(state.first_stage) != path:
         raise UsageError(f"--out {out} was started with first stage {state.first_stage}, not {path}")
     return path, True
