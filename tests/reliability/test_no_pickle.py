@@ -316,26 +316,60 @@ def test_object_array_npz_is_never_unpickled(tmp_path, capsys, option):
 
 
 # ------------------------------------------------------------------------------------------- lint
-FORBIDDEN_CALLS = {("torch", "load"), ("pickle", "load"), ("pickle", "loads"), ("pickle", "Unpickler"),
-                   ("_pickle", "load"), ("_pickle", "loads"), ("joblib", "load"), ("dill", "load"),
-                   ("dill", "loads"), ("cloudpickle", "load"), ("cloudpickle", "loads"), ("marshal", "loads")}
+# Dotted names that unpickle (or fetch and unpickle), after import aliases are resolved.
+FORBIDDEN_NAMES = {"torch.load", "torch.serialization.load", "torch.serialization._load", "torch.hub.load",
+                   "torch.hub.load_state_dict_from_url", "pickle.load", "pickle.loads", "pickle.Unpickler",
+                   "_pickle.load", "_pickle.loads", "_pickle.Unpickler", "joblib.load", "dill.load", "dill.loads",
+                   "cloudpickle.load", "cloudpickle.loads", "marshal.load", "marshal.loads", "pandas.read_pickle"}
 FORBIDDEN_MODULES = {"pickle", "_pickle", "dill", "cloudpickle", "joblib", "marshal", "shelve"}
+IMPORTERS = {"importlib.import_module", "__import__"}
+
+
+def _aliases(tree: ast.AST) -> dict[str, str]:
+    """Local name -> the dotted module or object it stands for, from every import in the file (``import torch
+    as th``: th -> torch; ``from torch import serialization``: serialization -> torch.serialization; ``from
+    torch.serialization import load as ld``: ld -> torch.serialization.load). ``np`` means numpy by default."""
+    names = {"np": "numpy"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update({a.asname: a.name for a in node.names if a.asname})
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names})
+    return names
+
+
+def _dotted(node: ast.AST, aliases: dict[str, str]) -> str | None:
+    """``th.serialization.load`` -> ``torch.serialization.load`` (the head resolved through ``aliases``)."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return ".".join([aliases.get(node.id, node.id), *reversed(parts)])
 
 
 def unpickling_sites(source: str, filename: str = "<src>") -> list[str]:
-    """Lines of ``source`` that unpickle or could: ``torch.load`` / ``pickle.load(s)`` (called or referenced,
-    also via ``from torch import load``), imports of pickle-like modules, ``allow_pickle=True``,
-    ``weights_only=False``, and ``np.load`` without an explicit ``allow_pickle=False``. Text inside strings
-    (e.g. help that tells users how to convert a ``.pth`` file elsewhere) is not code and is not flagged."""
+    """Lines of ``source`` that unpickle or could: ``torch.load`` / ``torch.serialization.load`` /
+    ``torch.hub.load*`` / ``pickle.load(s)`` and the like (``FORBIDDEN_NAMES``), called or referenced, under any
+    import alias (``import torch as th; th.load``, ``from torch.serialization import load``) or through
+    ``getattr(torch, "load")``; imports of pickle-like modules (also via ``importlib.import_module`` /
+    ``__import__``); ``allow_pickle=True``, ``weights_only=False``, and ``numpy.load`` without an explicit
+    ``allow_pickle=False``. Text inside strings (e.g. help that tells users how to convert a ``.pth`` file
+    elsewhere) is not code and is not flagged."""
+    tree = ast.parse(source, filename)
+    aliases = _aliases(tree)
     found = []
-    for node in ast.walk(ast.parse(source, filename)):
+    for node in ast.walk(tree):
         where = f"{filename}:{getattr(node, 'lineno', '?')}"
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-            if (node.value.id, node.attr) in FORBIDDEN_CALLS:
-                found.append(f"{where}: {node.value.id}.{node.attr}")
-        elif isinstance(node, ast.ImportFrom) and node.module:
+        if isinstance(node, (ast.Attribute, ast.Name)) and not isinstance(getattr(node, "ctx", None), ast.Store):
+            name = _dotted(node, aliases)
+            if name in FORBIDDEN_NAMES:
+                found.append(f"{where}: {name}")
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             names = {a.name for a in node.names}
-            if node.module.split(".")[0] in FORBIDDEN_MODULES or any((node.module, n) in FORBIDDEN_CALLS for n in names):
+            if node.module.split(".")[0] in FORBIDDEN_MODULES or any(f"{node.module}.{n}" in FORBIDDEN_NAMES
+                                                                     for n in names):
                 found.append(f"{where}: from {node.module} import {sorted(names)}")
         elif isinstance(node, ast.Import):
             found += [f"{where}: import {a.name}" for a in node.names if a.name.split(".")[0] in FORBIDDEN_MODULES]
@@ -343,20 +377,45 @@ def unpickling_sites(source: str, filename: str = "<src>") -> list[str]:
             value = node.value.value if isinstance(node.value, ast.Constant) else None
             if (node.arg == "allow_pickle" and value is not False) or (node.arg == "weights_only" and value is not True):
                 found.append(f"{where}: {node.arg}={ast.unparse(node.value)}")
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load" \
-                and isinstance(node.func.value, ast.Name) and node.func.value.id in ("np", "numpy") \
-                and not any(k.arg == "allow_pickle" for k in node.keywords):
+        if not isinstance(node, ast.Call):
+            continue
+        func = _dotted(node.func, aliases)
+        first = node.args[0] if node.args else None
+        second = node.args[1] if len(node.args) > 1 else None
+        if func == "numpy.load" and not any(k.arg == "allow_pickle" for k in node.keywords):
             found.append(f"{where}: np.load without allow_pickle=False")
+        elif func == "getattr" and isinstance(second, ast.Constant) and isinstance(second.value, str) \
+                and f"{_dotted(first, aliases)}.{second.value}" in FORBIDDEN_NAMES:
+            found.append(f"{where}: getattr({_dotted(first, aliases)}, {second.value!r})")
+        elif func in IMPORTERS and isinstance(first, ast.Constant) and isinstance(first.value, str) \
+                and first.value.split(".")[0] in FORBIDDEN_MODULES:
+            found.append(f"{where}: {func}({first.value!r})")
     return found
 
 
 def test_lint_catches_each_forbidden_form():
-    """The lint itself can fail: every form is caught, and the same words inside a string are not."""
+    """The lint itself can fail: every form is caught, aliased or not, and the same words inside a string, other
+    modules' ``load`` and torch's safe calls are not."""
     bad = ["torch.load(f)", "pickle.load(f)", "pickle.loads(b)", "from torch import load", "import pickle",
-           "np.load(f, allow_pickle=True)", "np.load(f)", "torch.load(f, weights_only=False)", "x = torch.load"]
-    for line in bad:
-        assert unpickling_sites(line), line
-    assert not unpickling_sites('HELP = "torch.load(path, weights_only=True)"\nnp.load(f, allow_pickle=False)')
+           "np.load(f, allow_pickle=True)", "np.load(f)", "torch.load(f, weights_only=False)", "x = torch.load",
+           # aliased forms
+           "import torch as th\nth.load(f)", "torch.serialization.load(f)", "from torch.serialization import load",
+           "from torch.serialization import load as ld\nld(f)", "from torch import serialization\nserialization.load(f)",
+           "import torch.serialization as ts\nts.load(f)", "import torch as th\nth.serialization.load(f)",
+           "from torch import load as safe_load\nsafe_load(f)", "import numpy\nnumpy.load(f)",
+           "import numpy as xp\nxp.load(f)", "from numpy import load\nload(f)", "import pickle as pk",
+           "torch.hub.load_state_dict_from_url(u)", "getattr(torch, 'load')(f)", "import torch as th\ngetattr(th, 'load')",
+           "importlib.import_module('pickle')", "__import__('dill')", "import pandas as pd\npd.read_pickle(f)"]
+    for source in bad:
+        assert unpickling_sites(source), source
+    fine = ['HELP = "torch.load(path, weights_only=True)"\nnp.load(f, allow_pickle=False)',
+            "import torch as th\nth.save(x, f)\nth.serialization.add_safe_globals([])",
+            "from ldmkit.training.checkpoint import load_checkpoint_config\nload_checkpoint_config(p)",
+            "from safetensors.torch import load_file\nload_file(p)", "self.load(f)\nload = 3",
+            "import numpy as xp\nxp.load(f, allow_pickle=False)", "getattr(torch, 'save')",
+            "importlib.import_module('ldmkit.pipelines')"]
+    for source in fine:
+        assert not unpickling_sites(source), (source, unpickling_sites(source))
 
 
 def test_no_unpickling_anywhere_in_src():
