@@ -265,18 +265,27 @@ def test_data_info_bad_files_exit_2(tmp_path, capsys):
     assert rc == 2
 
 
-@pytest.mark.parametrize("name", ["zero.png", "text.png", "cut.png", "band.png"])
+@pytest.mark.parametrize("name", ["zero.png", "text.png", "corrupt.png", "cut.png", "cut.jpg", "band.png", "bomb.png",
+                                  "anim-gif.png", "still-gif.png"])
 def test_eval_images_folder_names_the_bad_file(tmp_path, capsys, name):
-    """``eval-images DIR``: a bad file gives one line naming it and exit 2 (guards metrics/evaluate.py
-    ``load_images`` reading through ``ldmkit.data.load_image``)."""
-    src = _bad_files(tmp_path / "all")[name]
+    """``eval-images DIR``: a bad file (zero-byte, text, valid signature with a corrupt body, truncated PNG and
+    JPEG, a header in Pillow's warning band, a 20000x20000 bomb header, an animated and a still GIF) gives one
+    line naming it and exit 2 (guards metrics/evaluate.py ``load_images`` reading through
+    ``ldmkit.data.load_image``, and ``read_image``'s header checks before any decoding). The GIFs are named
+    ``.png``: the folder is read by extension (``IMAGE_SUFFIXES``), so a ``*.gif`` file is not picked up."""
     folder = tmp_path / "eval"
     save(Image.new("L", (8, 8), 3), folder / "a.png")
-    (folder / name).write_bytes(src.read_bytes())
+    if name == "still-gif.png":
+        solid((0, 0, 255)).save(folder / name, format="GIF")
+    else:
+        bad = _bad_files(tmp_path / "all")["anim.gif" if name == "anim-gif.png" else name]
+        (folder / name).write_bytes(bad.read_bytes())
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         rc, text = _run(["eval-images", folder, "--metrics", "fid"], capsys)
-    assert rc == 2 and str(folder / name) in text and "Traceback" not in text
+    assert rc == 2 and "Traceback" not in text, text
+    errors = [line for line in text.splitlines() if "error:" in line]
+    assert len(errors) == 1 and str(folder / name) in errors[0], text
 
 
 # ------------------------------------------------------------------------------ fuzz
