@@ -81,8 +81,8 @@ DAMAGE = {  # name -> (damage(ckpt folder), message the error must contain)
                      r"config\.json: format_version 2 is not supported: it is newer"),
     "newer state format": (lambda c: _edit_json(c / "state.json",
                                                 lambda s: s.update(format_version=ck.FORMAT_VERSION + 1)),
-                           r"state\.json: format_version 2 is not supported: it is newer than the version this "
-                           r"ldmkit reads \(1\); upgrade ldmkit"),
+                           (r"state\.json: format_version 2 is not supported: it is newer than the version this "
+                            r"ldmkit reads \(1\); upgrade ldmkit")),
 }
 
 
