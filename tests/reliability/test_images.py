@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -286,6 +287,23 @@ def test_eval_images_folder_names_the_bad_file(tmp_path, capsys, name):
     assert rc == 2 and "Traceback" not in text, text
     errors = [line for line in text.splitlines() if "error:" in line]
     assert len(errors) == 1 and str(folder / name) in errors[0], text
+
+
+def test_eval_images_folder_says_which_files_it_skipped(tmp_path, caplog):
+    """A folder read by extension does not drop other files silently: ``load_images`` warns with their names and
+    records them in the protocol info (guards metrics/evaluate.py ``load_images``' ``skipped`` warning)."""
+    from ldmkit.metrics.evaluate import load_images
+
+    folder = tmp_path / "eval"
+    save(Image.new("L", (8, 8), 3), folder / "a.png")
+    save(Image.new("L", (8, 8), 9), folder / "b.png")
+    solid((0, 0, 255)).save(folder / "x.gif", format="GIF")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / ".hidden").write_text("ignored")
+    with caplog.at_level(logging.WARNING, logger="ldmkit.metrics.evaluate"):
+        images, info = load_images(folder)
+    assert images.shape[0] == 2 and info["skipped_files"] == ["notes.txt", "x.gif"]
+    assert "skipped 2 file(s)" in caplog.text and "x.gif" in caplog.text
 
 
 # ------------------------------------------------------------------------------ fuzz

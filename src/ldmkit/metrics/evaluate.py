@@ -77,6 +77,13 @@ def load_images(path: str | os.PathLike, key: str | None = None) -> tuple[np.nda
         from ldmkit.data import load_image
 
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        skipped = sorted(p.name for p in path.iterdir()
+                         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in IMAGE_SUFFIXES)
+        if skipped:  # said, not silent: a .gif or .tif among the samples would otherwise just lower N
+            logging.getLogger(__name__).warning(
+                "%s: skipped %d file(s) that are not %s images: %s%s", path, len(skipped), "/".join(IMAGE_SUFFIXES),
+                ", ".join(skipped[:5]), " ..." if len(skipped) > 5 else "")
+            info["skipped_files"] = skipped
         if not files:
             raise ValueError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this directory")
         arrays = []
