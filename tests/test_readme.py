@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_readme_python_snippet_runs(monkeypatch):
     text = (ROOT / "README.md").read_text()
-    code = re.search(r"## Python\n\n```python\n(.*?)```", text, re.S).group(1)
+    code = re.search(r"## Python\n\n```python\n(.*?)```", text, re.DOTALL).group(1)
     monkeypatch.chdir(ROOT)
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own README

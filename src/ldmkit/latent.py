@@ -221,7 +221,7 @@ class CachedLatents:
 
     def __init__(self, data, space: LatentSpace, chunk: int = 256):
         if not isinstance(space, LatentSpace):
-            raise ValueError("CachedLatents: latent caching needs a first stage (a LatentSpace), got "
+            raise TypeError("CachedLatents: latent caching needs a first stage (a LatentSpace), got "
                              f"{type(space).__name__}")
         self.data, self.space, self.chunk = data, space, int(chunk)
         self.num_chunks = -(-len(data) // self.chunk)

@@ -32,8 +32,8 @@ from ldmkit.denoiser import ClassifierFreeGuidance, Denoiser
 from ldmkit.diffusion.config import DiffusionConfig
 from ldmkit.diffusion.process import GaussianProcess
 from ldmkit.latent import CachedLatents, latent_space_for
-from ldmkit.registry import ConfigError
 from ldmkit.networks import UNet
+from ldmkit.registry import ConfigError
 from ldmkit.samplers import SAMPLERS, make_generators, make_timestep_grid, randn
 from ldmkit.training.data_order import DatasetData, TensorData
 from ldmkit.types import Batch, Cond

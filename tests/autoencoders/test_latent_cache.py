@@ -47,7 +47,7 @@ def test_mode_posterior_caches_no_std_and_pixel_space_is_refused():
     cached = CachedLatents(_data(), _space("mode"), chunk=4)
     m, s = cached.batch(torch.tensor([0, 3])).extra["latent_params"]
     assert s is None and cached.std is None and m.shape == (2, 3, 16, 16)
-    with pytest.raises(ValueError, match="needs a first stage"):
+    with pytest.raises(TypeError, match="needs a first stage"):
         CachedLatents(_data(), PixelSpace())
 
 

@@ -57,8 +57,8 @@ def test_a_few_hundred_steps_beat_the_untrained_autoencoder(tmp_path, kind, step
 
 def _tensors_equal(a: dict, b: dict, what: str) -> None:
     assert a.keys() == b.keys(), what
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{what}.{k}")
+    for k, v in a.items():
+        torch.testing.assert_close(v, b[k], rtol=0, atol=0, msg=f"{what}.{k}")
 
 
 def test_cli_resume_is_bit_exact_mid_epoch_and_ae_stats_stores_scale_factor(tmp_path, capsys):

@@ -146,8 +146,8 @@ def test_coord_input_appends_x_and_y_channels():
     assert grid.shape == (2, 2, 4, 6)
     torch.testing.assert_close(grid[1, 0, 2], torch.linspace(-1, 1, 6))  # x runs along the width
     torch.testing.assert_close(grid[0, 1, :, 5], torch.linspace(-1, 1, 4))  # y runs down the height
-    cfg = dict(in_channels=2, model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_levels=(1,),
-               num_heads=2, norm_groups=4)
+    cfg = {"in_channels": 2, "model_channels": 8, "channel_mult": (1, 2), "num_res_blocks": 1,
+           "attention_levels": (1,), "num_heads": 2, "norm_groups": 4}
     torch.manual_seed(0)
     plain = UNet(UNetConfig(**cfg))
     coords = UNet(UNetConfig(**cfg, coord_input=True))
