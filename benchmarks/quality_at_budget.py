@@ -258,7 +258,7 @@ def env(args) -> dict:
     return e
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, extractor: str) -> None:
     """FID against training minutes, one polyline (or point) per system, drawn with Pillow."""
     from PIL import Image, ImageDraw
 
@@ -275,7 +275,7 @@ def plot(rows: list[dict], path: Path) -> None:
     d.line([(M, H - M), (W - M, H - M)], fill="black")
     d.line([(M, M), (M, H - M)], fill="black")
     d.text((W // 2 - 60, H - M + 20), "training minutes", fill="black")
-    d.text((5, M - 20), "FID (fmnist-eval-v2, N = samples)", fill="black")
+    d.text((5, M - 20), f"FID ({extractor}, N = samples)", fill="black")
     for i in range(5):
         m, f = xmax * i / 4, ymax * i / 4
         d.text((xy(m, 0)[0] - 8, H - M + 4), f"{m:.0f}", fill="black")
@@ -306,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of every process (unless set)")
     p.add_argument("--out", default="/work/runs/quality_at_budget")
+    p.add_argument("--include", action="append", default=[], metavar="RESULTS_JSON",
+                   help="add the rows of an earlier run's results.json (their samples are scored again with this "
+                        "run's protocol); with --systems '' this only rescores and tabulates")
     p.add_argument("--worker", choices=PEERS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -318,6 +321,15 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     rows = []
+    for inc in args.include:
+        try:
+            earlier = json.loads(Path(inc).read_text())["rows"]
+        except (OSError, ValueError, KeyError) as e:
+            p.error(f"--include {inc}: not a results.json of this benchmark ({e})")
+        for r in earlier:
+            if not Path(r["samples"]).is_file():
+                p.error(f"--include {inc}: its samples file {r['samples']} is missing")
+            rows.append({k: v for k, v in r.items() if k not in ("fid", "kid", "precision", "recall", "protocol")})
     if "ldmkit" in systems:
         budgets = [float(m) for m in (args.ldmkit_minutes or str(args.minutes)).split(",")]
         for m in budgets:
@@ -345,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nprotocol: extractor {prot['extractor']} ({prot['extractor_sha256'][:12]}), reference "
               f"{prot['reference']} (n {prot['n_reference']}), n_generated {args.samples}")
     (out / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1) + "\n")
-    plot(rows, out / "fid_vs_minutes.png")
+    plot(rows, out / "fid_vs_minutes.png", rows[0]["protocol"]["extractor"] if rows else "")
     print(f"wrote {out / 'results.json'} and {out / 'fid_vs_minutes.png'}")
     return 0
 
