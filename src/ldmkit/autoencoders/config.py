@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ldmkit.data import DataConfig
+from ldmkit.data import DataConfig, image_shape
 from ldmkit.registry import ConfigError
 from ldmkit.schema import apply_overrides, from_dict, to_dict
 from ldmkit.training.config import TrainConfig
@@ -169,15 +169,25 @@ def validate(cfg: AutoencoderRunConfig, where: str) -> AutoencoderRunConfig:
                           f"(model.channel_mult has {len(m.channel_mult)} levels); use data.pad_to: 32")
     if cfg.loss.perceptual == "lpips_vgg" and not cfg.loss.lpips_path:
         raise ConfigError(f"{where}: loss.perceptual is 'lpips_vgg' but loss.lpips_path is not set")
+    if cfg.data.name != "folder" or cfg.data.image_size is not None:  # reads no file
+        channels = image_shape(cfg.data)[0]
+        if m.in_channels != channels:
+            raise ConfigError(f"{where}: model.in_channels={m.in_channels} but the images of data.name="
+                              f"{cfg.data.name!r} have {channels} channels; set model.in_channels: {channels}")
+        if lc.perceptual == "fmnist" and lc.perceptual_weight > 0 and channels != 1:
+            raise ConfigError(f"{where}: loss.perceptual='fmnist' (a Fashion-MNIST classifier) needs 1-channel "
+                              f"images, but data.name={cfg.data.name!r} has {channels}; set loss.perceptual: none "
+                              "(or lpips_vgg with loss.lpips_path)")
     return cfg
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None,
-                data: dict | None = None) -> AutoencoderRunConfig:
-    """Load an autoencoder run config from a YAML file (or ``data``), apply overrides, validate strictly."""
+                data: dict | None = None, source: str | None = None) -> AutoencoderRunConfig:
+    """Load an autoencoder run config from a YAML file (or ``data``), apply overrides, validate strictly.
+    Error messages start with ``source`` (default: the path, or ``<dict>``)."""
     import yaml
 
-    where = str(path) if path is not None else "<dict>"
+    where = source or (str(path) if path is not None else "<dict>")
     if data is None:
         if path is None:
             raise ConfigError("load_config needs a path or a dict")

@@ -1,4 +1,5 @@
-"""``ldmkit data info SOURCE``: what a dataset holds, a preview grid, and (for folders) a check of every file."""
+"""``ldmkit data info SOURCE``: what a dataset holds, a preview grid, and (for folders) a check of every file.
+``ldmkit data export SOURCE --out DIR``: the dataset's images as PNG files that the image-folder dataset reads back."""
 
 from __future__ import annotations
 
@@ -12,6 +13,14 @@ EXAMPLES = """examples:
   ldmkit data info shapes --grid shapes.png --n 16 --scale 4
   ldmkit data info fashion-collage --grid collage.png --n 16 --scale 4   (boxes and labels drawn)
   ldmkit data info path/to/images --size 64 --grid preview.png   (opens every image: a data checker)
+"""
+EXPORT_EXAMPLES = """examples:
+  ldmkit data export shapes --out shapes_png -n 50000      (DIR/000000.png ... plus DIR/captions.jsonl)
+  ldmkit data export fashion-mnist --out fmnist_png        (DIR/0_T-shirt-top/000000.png ...: labels)
+train a recipe on the RGB folder, e.g.:
+  ldmkit train-ldm configs/ldm_fast_fmnist.yaml --minutes 30 --out runs/shapes_folder --data.name=folder \\
+    --data.root=shapes_png --data.pad_to=null --data.image_size=32 --autoencoder.model.in_channels=3 \\
+    --autoencoder.loss.perceptual=none --evaluation.reference=data:train
 """
 
 
@@ -48,6 +57,28 @@ def add_parser(sub, formatter_class):
     info.add_argument("--seed", type=int, default=0, help="shapes: generator seed")
     info.add_argument("--length", type=positive_int, default=50_000, help="shapes: dataset length to report")
     info.set_defaults(func=run_info)
+    export = actions.add_parser(
+        "export", help="write a dataset's images as PNG files (an image folder for data.name=folder)",
+        formatter_class=formatter_class, epilog=EXPORT_EXAMPLES,
+        description="Write the first N images of a dataset as DIR/000000.png, ... (uint8, lossless). Labelled "
+                    "datasets go into one sub-folder per class, named '<index>_<name>' so that the folder "
+                    "dataset reads back the same label indices (when every class occurs among the N); captions go to DIR/captions.jsonl. A folder that "
+                    "already holds anything is refused (exit 2, naming a file there): nothing is overwritten.")
+    export.add_argument("source", metavar="SOURCE", help="fashion-mnist, shapes, fashion-collage, or a directory "
+                                                         "of images")
+    export.add_argument("--out", required=True, metavar="DIR", help="folder to write (created if missing)")
+    export.add_argument("-n", type=positive_int, default=None,
+                        help="images to write (default: all; shapes and fashion-collage: --length)")
+    export.add_argument("--split", default="train", help="split to export")
+    export.add_argument("--root", default=None, help="Fashion-MNIST directory (default: $LDMKIT_FMNIST_DIR or "
+                                                     "/usr/share/datasets/fashion-mnist)")
+    export.add_argument("--size", type=positive_int, default=None,
+                        help="image size (shapes: default 32; folders: resize + center-crop, default native)")
+    export.add_argument("--channels", type=int, default=None, choices=(1, 3), help="folder: channels (default 3)")
+    export.add_argument("--seed", type=int, default=0, help="shapes, fashion-collage: generator seed")
+    export.add_argument("--length", type=positive_int, default=50_000,
+                        help="shapes, fashion-collage: dataset length when -n is not given")
+    export.set_defaults(func=run_export)
 
 
 def run_info(args) -> int:
@@ -60,6 +91,57 @@ def run_info(args) -> int:
     if args.source == "fashion-collage":
         return _info_collage(args)
     return _info_folder(args)
+
+
+def run_export(args) -> int:
+    """Refuses (exit 2, naming a file there) to write into a folder that already holds anything."""
+    import json
+    import re
+    from pathlib import Path
+
+    from PIL import Image
+
+    from ldmkit.commands._common import UsageError
+    from ldmkit.data import DataConfig, as_item, build_dataset, class_names
+    from ldmkit.images import to_uint8
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    existing = next(iter(sorted(out.iterdir())), None) if out.is_dir() else None
+    if existing is not None:
+        raise UsageError(f"--out {out} already holds {existing}; export into an empty or new folder "
+                         "(nothing is overwritten)")
+    named = args.source in SOURCES
+    cfg = DataConfig(name=args.source if named else "folder", root=args.root if named else args.source,
+                     split=args.split, image_size=args.size, channels=args.channels, seed=args.seed,
+                     length=args.n or args.length)
+    ds = build_dataset(cfg)
+    n = min(args.n or len(ds), len(ds))
+    names = class_names(cfg) or getattr(ds, "class_names", None) or ()
+    width = len(str(max(len(names) - 1, 0)))
+    captions, classes, shape = {}, set(), None
+    for i in range(n):
+        item = as_item(ds[i], i)
+        arr = to_uint8(item["image"])  # [H, W, C], exactly the dataset's uint8 pixels
+        shape = arr.shape
+        file = f"{i:06d}.png"
+        if "label" in item:  # '<k>_<name>' folders sort in label order: the folder dataset reads back k
+            k = int(item["label"])
+            name = re.sub(r"[^\w.-]+", "-", names[k]) if k < len(names) else ""
+            file = f"{k:0{width}d}_{name}".rstrip("_") + "/" + file
+            classes.add(k)
+        if item.get("caption"):
+            captions[file] = item["caption"]
+        (out / file).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(out / file, format="PNG")
+    if captions:
+        (out / "captions.jsonl").write_text("".join(json.dumps({"file": f, "text": t}) + "\n"
+                                                    for f, t in captions.items()), encoding="utf-8")
+    print(f"wrote {n} images of {shape[0]}x{shape[1]}x{shape[2]} to {out}"
+          + (f" in {len(classes)} class folders" if classes else "")
+          + (f"; {len(captions)} captions in {out / 'captions.jsonl'}" if captions else ""))
+    return 0
 
 
 def _print_classes(names, counts=None) -> None:

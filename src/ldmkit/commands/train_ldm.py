@@ -51,6 +51,7 @@ def load_recipe(path: str | Path, overrides: list[str]):
 
     from ldmkit.autoencoders.config import load_config as load_ae_config
     from ldmkit.config import config_from_data
+    from ldmkit.data import image_shape
     from ldmkit.recipe import parse_recipe
     from ldmkit.registry import ConfigError
 
@@ -62,8 +63,16 @@ def load_recipe(path: str | Path, overrides: list[str]):
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML ({e})") from None
     recipe = parse_recipe(data, overrides, source=str(path))
-    ae_cfg = load_ae_config(None, data=recipe.autoencoder)  # validated now, so a typo fails before training
+    ae_cfg = load_ae_config(None, data=recipe.autoencoder, source=f"{path}: autoencoder")  # a typo fails now
+    image_shape(ae_cfg.data)  # e.g. a folder without data.image_size fails now, not after the first stage
     ldm_cfg = config_from_data(recipe.ldm, source=f"{path}: ldm")
+    ev = recipe.settings.evaluation
+    if ev.num_samples and ev.reference.startswith("fashion-mnist") and ae_cfg.data.name != "fashion-mnist":
+        import logging
+        logging.getLogger(__name__).warning(
+            "%s: evaluation.reference=%s but data.name=%r: the samples will be scored against Fashion-MNIST; "
+            "for other images set evaluation.reference=data:train (the recipe's own data) or a statistics .npz",
+            path, ev.reference, ae_cfg.data.name)
     return recipe, ae_cfg, ldm_cfg
 
 
