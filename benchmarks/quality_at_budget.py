@@ -294,6 +294,22 @@ def plot(rows: list[dict], path: Path, extractor: str) -> None:
     img.save(path)
 
 
+def sample_strips(rows: list[dict], path: Path, n: int = 12) -> None:
+    """The first ``n`` samples (seeds 0..n-1) of every row, one labelled strip per row, drawn with Pillow."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    S, label = 32, 120
+    img = Image.new("L", (label + n * (S + 2), len(rows) * (S + 2)), 255)
+    d = ImageDraw.Draw(img)
+    for r, row in enumerate(rows):
+        images = np.load(row["samples"], allow_pickle=False)["images"][:n]  # uint8 [N, H, W, C]
+        for i, x in enumerate(images):
+            img.paste(Image.fromarray(np.ascontiguousarray(x[..., 0])).resize((S, S)), (label + i * (S + 2), r * (S + 2)))
+        d.text((4, r * (S + 2) + 10), f"{row['system']} {row['minutes']:g} min", fill=0)
+    img.resize((2 * img.width, 2 * img.height), Image.NEAREST).save(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=float, default=30.0, help="training budget of each peer (and ldmkit's last)")
@@ -358,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{prot['reference']} (n {prot['n_reference']}), n_generated {args.samples}")
     (out / "results.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1) + "\n")
     plot(rows, out / "fid_vs_minutes.png", rows[0]["protocol"]["extractor"] if rows else "")
-    print(f"wrote {out / 'results.json'} and {out / 'fid_vs_minutes.png'}")
+    if rows:
+        sample_strips(rows, out / "samples.png")
+    print(f"wrote {out / 'results.json'}, {out / 'fid_vs_minutes.png'} and {out / 'samples.png'}")
     return 0
 
 
