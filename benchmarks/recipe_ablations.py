@@ -5,7 +5,8 @@ Each variant is the recipe plus a few ``--key=value`` overrides, trained by the 
 ``ldmkit train-ldm RECIPE --minutes M --first_stage AE --out OUT/VARIANT``, one after another, alone on the
 machine, on one shared first stage (so only the diffusion side varies: with ``--first_stage`` the
 autoencoder's share of the minutes passes to the diffusion stage). Every variant ends with the recipe's own
-evaluation (``evaluation.num_samples`` samples, fmnist-eval-v2 features, fashion-mnist:test), so the rows
+evaluation (``evaluation.num_samples`` samples, fmnist-eval-v2 features, against a 10,000 subset of the
+**train** split by default: choices are not made on the test split), so the rows
 share one protocol. Prints a Markdown table (FID, KID, precision, recall, steps, train img/s) with the
 command of each row, and writes ``OUT/ablations.json``.
 
@@ -59,7 +60,8 @@ def run_variant(name: str, args, baseline_steps: int | None) -> dict:
     out = Path(args.out) / name
     cmd = [sys.executable, "-m", "ldmkit.cli", "train-ldm", args.config, "--minutes", str(args.minutes),
            "--first_stage", args.first_stage, "--out", str(out), "--no-progress",
-           f"--evaluation.num_samples={args.samples}", *overrides, *args.override]
+           f"--evaluation.num_samples={args.samples}", f"--evaluation.reference={args.reference}",
+           "--evaluation.n_reference=10000", *overrides, *args.override]
     if not (out / "eval.json").is_file():
         print("$", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS",
@@ -84,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=10.0, help="train-ldm --minutes of each variant")
     p.add_argument("--variants", default="baseline", help=f"comma-separated, from: {', '.join(VARIANTS)}")
     p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--reference", default="fashion-mnist:train",
+                   help="reference of the FID (default: a seeded 10,000 subset of the train split, so that "
+                        "choosing a variant is not tuning on the test split)")
     p.add_argument("--config", default=str(ROOT / "configs" / "ldm_fast_fmnist.yaml"))
     p.add_argument("--override", action="append", default=[], help="extra --key=value for every variant")
     p.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS (unless set)")
