@@ -376,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     plot(rows, out / "fid_vs_minutes.png", rows[0]["protocol"]["extractor"] if rows else "")
     if rows:
         sample_strips(rows, out / "samples.png")
-    print(f"wrote {out / 'results.json'}, {out / 'fid_vs_minutes.png'} and {out / 'samples.png'}")
+        print(f"wrote {out / 'results.json'}, {out / 'fid_vs_minutes.png'} and {out / 'samples.png'}")
+    else:
+        print(f"no rows (no system ran or was included); wrote {out / 'results.json'}")
     return 0
 
 
