@@ -10,6 +10,7 @@ from PIL import Image
 
 from ldmkit.cli import main
 from ldmkit.recipe import BudgetConfig, stage_minutes
+from ldmkit.registry import ConfigError
 
 TINY = """
 data: {name: shapes, length: 64, image_size: 16, cache_latents: true}
@@ -144,6 +145,18 @@ def test_stage_minutes_pass_unused_time_on():
     # the autoencoder used 4 of its 10 minutes and the scale 1: the diffusion gets 36 - 5 = 31
     assert stage_minutes("diffusion", 40, b, {"autoencoder": 240.0, "scale": 60.0}) == pytest.approx(31.0)
     assert stage_minutes("diffusion", 1, b, {"autoencoder": 600.0}) == pytest.approx(5 / 60)  # floor: save + end
+
+
+def test_stage_minutes_reserve_seconds_replaces_the_diffusion_fraction():
+    b = BudgetConfig(autoencoder=0.25, reserve_seconds=60)
+    assert stage_minutes("autoencoder", 40, b, {}) == pytest.approx(10.0)  # unchanged
+    # 40 min = 2400 s, less 60 s reserved, less 240 + 60 s spent: 2040 s = 34 minutes (not 31 as with 0.65)
+    assert stage_minutes("diffusion", 40, b, {"autoencoder": 240.0, "scale": 60.0}) == pytest.approx(34.0)
+    assert stage_minutes("diffusion", 40, b, {"autoencoder": 240.0, "scale": 60.0, "diffusion": 2000.0}) \
+        == pytest.approx(40 / 60)
+    with pytest.raises(ConfigError, match="budget.reserve_seconds=-1"):
+        BudgetConfig(reserve_seconds=-1)
+    BudgetConfig(autoencoder=0.5, diffusion=0.65, reserve_seconds=30)  # the fraction sum is not checked then
 
 
 FMNIST_PERCEPTUAL = """

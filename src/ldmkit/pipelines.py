@@ -334,7 +334,13 @@ def config_dict(cfg: Config) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- training
-def train(cfg: Config, out_dir: str | Path, *, resume: bool | str = False, data=None, progress: bool = True):
+def _hint(resume_hint: str | None) -> dict:
+    """``Trainer(resume_hint=...)`` when a caller (e.g. ``train-ldm``) continues runs its own way."""
+    return {} if resume_hint is None else {"resume_hint": resume_hint}
+
+
+def train(cfg: Config, out_dir: str | Path, *, resume: bool | str = False, data=None, progress: bool = True,
+          resume_hint: str | None = None):
     """Train the diffusion model of ``cfg`` into ``out_dir`` with the one engine (torchrun-aware).
 
     The first stage's ``scale_factor`` is recorded in the stored config (``first_stage_scale_factor``), so a
@@ -363,7 +369,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool | str = False, data=
                           config=config_dict(cfg), config_defaults=config_dict(Config()),
                           sample_fn=make_grid_fn(cfg, process, space, conditioner),
                           dist=info,
-                          progress=progress, model_sections=MODEL_SECTIONS)
+                          progress=progress, model_sections=MODEL_SECTIONS, **_hint(resume_hint))
         if info.is_main:
             from ldmkit.config import dump_yaml
 
@@ -396,7 +402,7 @@ def autoencoder_images(cfg, split: str | None = None, limit: int | None = None) 
 
 
 def train_autoencoder(cfg, out_dir: str | Path, *, resume: bool | str = False, images: torch.Tensor | None = None,
-                      progress: bool = True):
+                      progress: bool = True, resume_hint: str | None = None):
     """Train a first-stage autoencoder (``AutoencoderRunConfig``) with the one engine: the GAN train step.
 
     Args:
@@ -442,7 +448,7 @@ def train_autoencoder(cfg, out_dir: str | Path, *, resume: bool | str = False, i
         step = GANStep(ae, disc, g_loss, d_loss, lr=tc.lr, disc_lr=tc.disc_lr, betas=tc.adam_betas)
         trainer = Trainer(step, data, tc, out_dir, config=cfg.to_dict(), sample_fn=sample_fn, dist=info,
                           progress=progress, model_sections=AE_MODEL_SECTIONS,
-                          checkpoint_meta=checkpoint_meta())
+                          checkpoint_meta=checkpoint_meta(), **_hint(resume_hint))
         return trainer.run(resume=resume)
     finally:
         shutdown(info)

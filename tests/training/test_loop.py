@@ -220,6 +220,21 @@ def test_time_budget_stops_with_a_checkpoint(tmp_path):
     assert result.step == 1 and result.checkpoint == tmp_path / "checkpoints" / "step_0000001"
 
 
+def test_time_budget_stop_logs_the_callers_resume_hint(tmp_path, caplog):
+    """The default advice is ``--resume``; a caller that continues runs its own way (train-ldm) passes its own."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="ldmkit.training.loop"):
+        loss_trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=1000, max_minutes=1e-6),
+                     tmp_path / "a", config={}, progress=False).run()
+        loss_trainer(toy_model(), noisy_loss, toy_data(), train_cfg(max_steps=1000, max_minutes=1e-6),
+                     tmp_path / "b", config={}, progress=False, resume_hint="rerun train-ldm").run()
+    stops = [r.getMessage() for r in caplog.records if "stopped by max_minutes" in r.getMessage()]
+    assert len(stops) == 2
+    assert stops[0].endswith("to continue: the same command plus --resume")
+    assert stops[1].endswith("to continue: rerun train-ldm") and "--resume" not in stops[1]
+
+
 def test_resume_auto_starts_or_continues(tmp_path):
     """resume="auto" (``--resume-if-any``, for elastic restarts): an empty folder starts, a folder with a checkpoint
     continues, and the result equals one uninterrupted run (loop.py _prepare's "auto" branch)."""

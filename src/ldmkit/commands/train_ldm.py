@@ -96,7 +96,9 @@ def _train_stage(name: str, fn, cfg, run_dir: Path, state, out: Path, progress: 
     """Run one training stage (fresh or resumed); True when it is finished (max_steps or its time is up)."""
     t0 = time.monotonic()
     try:
-        result = fn(cfg, run_dir, resume=_has_checkpoint(run_dir), progress=progress)
+        result = fn(cfg, run_dir, resume=_has_checkpoint(run_dir), progress=progress,
+                    resume_hint="nothing when the budget ended the stage (train-ldm goes on); after "
+                                "an interruption, rerun the same train-ldm command")
     finally:
         state.add_time(name, time.monotonic() - t0)
         state.save(out)

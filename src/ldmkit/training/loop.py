@@ -85,8 +85,9 @@ class Trainer:
     def __init__(self, train_step: TrainStep, data: Any, cfg: TrainConfig, out_dir: str | Path, *,
                  config: dict, sample_fn: SampleFn | None = None, dist: DistInfo | None = None,
                  progress: bool = True, model_sections: tuple[str, ...] = (), checkpoint_meta: dict | None = None,
-                 config_defaults: dict | None = None):
+                 config_defaults: dict | None = None, resume_hint: str = "the same command plus --resume"):
         self.dist = dist or DistInfo()
+        self.resume_hint = resume_hint  # how the user continues a stopped run (logged when it stops early)
         self.cfg, self.train_step = cfg, train_step
         self.config = json.loads(json.dumps(config))  # as stored (tuples -> lists), for resume comparisons
         # what a key missing from an older checkpoint's config means (its default when it was written)
@@ -402,8 +403,8 @@ class Trainer:
                 window.restart_clock()
             if stop_now:
                 stopped_by = self._stop.name or "max_minutes"
-                log.warning("stopped by %s at step %d of %d; saved %s; continue with the same command plus "
-                            "--resume", stopped_by, self.step, cfg.max_steps, self.last_checkpoint)
+                log.warning("stopped by %s at step %d of %d; saved %s; to continue: %s", stopped_by, self.step,
+                            cfg.max_steps, self.last_checkpoint, self.resume_hint)
                 break
         bar.close()
         if self.dist.is_main:
