@@ -46,6 +46,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "noperceptual": ("L1 only (perceptual weight 0)", ["--loss.perceptual_weight=0"]),
     "perceptual0.3": ("perceptual weight 1 -> 0.3", ["--loss.perceptual_weight=0.3"]),
     "noattn": ("no self-attention in the middle block", ["--model.mid_attention=false"]),
+    "z8_lr5e-4": ("8 latent channels and learning rate 5e-4", ["--model.z_channels=8", "--train.lr=5e-4"]),
+    "z8_lr1e-3": ("8 latent channels and learning rate 1e-3", ["--model.z_channels=8", "--train.lr=1e-3"]),
 }
 
 

@@ -281,6 +281,10 @@ def plot(rows: list[dict], path: Path, extractor: str) -> None:
         d.text((xy(m, 0)[0] - 8, H - M + 4), f"{m:.0f}", fill="black")
         d.text((8, xy(0, f)[1] - 6), f"{f:.1f}", fill="black")
     colours = {"ldmkit": "red", "diffusers": "blue", "ddp": "green"}
+    others = iter(["orange", "purple", "brown", "grey", "black"])  # relabelled --include rows
+    for r in rows:
+        if r["system"] not in colours:
+            colours[r["system"]] = next(others, "black")
     for k, system in enumerate(colours):
         series = sorted((r["minutes"], r["fid"]) for r in rows if r["system"] == system)
         if not series:
@@ -290,7 +294,7 @@ def plot(rows: list[dict], path: Path, extractor: str) -> None:
             d.line(p, fill=colours[system], width=2)
         for x, y in p:
             d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colours[system])
-        d.text((W - M - 80, M + 16 * k), system, fill=colours[system])
+        d.text((W - M - 170, M + 16 * k), system, fill=colours[system])
     img.save(path)
 
 
@@ -299,7 +303,9 @@ def sample_strips(rows: list[dict], path: Path, n: int = 12) -> None:
     import numpy as np
     from PIL import Image, ImageDraw
 
-    S, label = 32, 120
+    S = 32
+    label = 8 + max([int(ImageDraw.Draw(Image.new("L", (1, 1))).textlength(f"{r['system']} {r['minutes']:g} min"))
+                     for r in rows] + [112])
     img = Image.new("L", (label + n * (S + 2), len(rows) * (S + 2)), 255)
     d = ImageDraw.Draw(img)
     for r, row in enumerate(rows):
@@ -322,9 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of every process (unless set)")
     p.add_argument("--out", default="/work/runs/quality_at_budget")
-    p.add_argument("--include", action="append", default=[], metavar="RESULTS_JSON",
+    p.add_argument("--include", action="append", default=[], metavar="RESULTS_JSON[=LABEL]",
                    help="add the rows of an earlier run's results.json (their samples are scored again with this "
-                        "run's protocol); with --systems '' this only rescores and tabulates")
+                        "run's protocol; =LABEL renames their system, e.g. an earlier recipe); with --systems '' "
+                        "this only rescores and tabulates")
     p.add_argument("--worker", choices=PEERS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -338,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     rows = []
     for inc in args.include:
+        inc, _, label = inc.partition("=")
         try:
             earlier = json.loads(Path(inc).read_text())["rows"]
         except (OSError, ValueError, KeyError) as e:
@@ -345,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in earlier:
             if not Path(r["samples"]).is_file():
                 p.error(f"--include {inc}: its samples file {r['samples']} is missing")
-            rows.append({k: v for k, v in r.items() if k not in ("fid", "kid", "precision", "recall", "protocol")})
+            rows.append({k: v for k, v in r.items() if k not in ("fid", "kid", "precision", "recall", "protocol")}
+                        | ({"system": label} if label else {}))
     if "ldmkit" in systems:
         budgets = [float(m) for m in (args.ldmkit_minutes or str(args.minutes)).split(",")]
         for m in budgets:
