@@ -334,11 +334,6 @@ def config_dict(cfg: Config) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- training
-def _hint(resume_hint: str | None) -> dict:
-    """``Trainer(resume_hint=...)`` when a caller (e.g. ``train-ldm``) continues runs its own way."""
-    return {} if resume_hint is None else {"resume_hint": resume_hint}
-
-
 def train(cfg: Config, out_dir: str | Path, *, resume: bool | str = False, data=None, progress: bool = True,
           resume_hint: str | None = None):
     """Train the diffusion model of ``cfg`` into ``out_dir`` with the one engine (torchrun-aware).
@@ -369,7 +364,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool | str = False, data=
                           config=config_dict(cfg), config_defaults=config_dict(Config()),
                           sample_fn=make_grid_fn(cfg, process, space, conditioner),
                           dist=info,
-                          progress=progress, model_sections=MODEL_SECTIONS, **_hint(resume_hint))
+                          progress=progress, model_sections=MODEL_SECTIONS, resume_hint=resume_hint)
         if info.is_main:
             from ldmkit.config import dump_yaml
 
@@ -448,7 +443,7 @@ def train_autoencoder(cfg, out_dir: str | Path, *, resume: bool | str = False, i
         step = GANStep(ae, disc, g_loss, d_loss, lr=tc.lr, disc_lr=tc.disc_lr, betas=tc.adam_betas)
         trainer = Trainer(step, data, tc, out_dir, config=cfg.to_dict(), sample_fn=sample_fn, dist=info,
                           progress=progress, model_sections=AE_MODEL_SECTIONS,
-                          checkpoint_meta=checkpoint_meta(), **_hint(resume_hint))
+                          checkpoint_meta=checkpoint_meta(), resume_hint=resume_hint)
         return trainer.run(resume=resume)
     finally:
         shutdown(info)

@@ -178,16 +178,15 @@ def stage_minutes(stage: str, minutes: float, budget: BudgetConfig, spent: dict[
 
     The autoencoder gets ``budget.autoencoder * minutes`` minus what it already used; the diffusion stage
     gets everything up to ``(autoencoder + diffusion) * minutes`` (or up to ``minutes`` less
-    ``reserve_seconds``) that the stages before it left, so time the first stage did not use passes on. Never below a few seconds (a stage that resumes with its
-    time spent still saves its checkpoint and ends).
+    ``reserve_seconds``) that the stages before it left, so time the first stage did not use passes on.
+    Never below a few seconds (a stage that resumes with its time spent still saves its checkpoint and ends).
     """
     if stage == "autoencoder":
         left = budget.autoencoder * minutes * 60.0 - spent.get("autoencoder", 0.0)
     elif stage == "diffusion":
         end = (minutes * 60.0 - budget.reserve_seconds if budget.reserve_seconds is not None
                else (budget.autoencoder + budget.diffusion) * minutes * 60.0)
-        left = end - sum(
-            spent.get(s, 0.0) for s in ("autoencoder", "scale", "diffusion"))
+        left = end - sum(spent.get(s, 0.0) for s in ("autoencoder", "scale", "diffusion"))
     else:
         raise ValueError(f"stage_minutes: {stage!r} is not a training stage")
     return max(left, 5.0) / 60.0

@@ -85,9 +85,10 @@ class Trainer:
     def __init__(self, train_step: TrainStep, data: Any, cfg: TrainConfig, out_dir: str | Path, *,
                  config: dict, sample_fn: SampleFn | None = None, dist: DistInfo | None = None,
                  progress: bool = True, model_sections: tuple[str, ...] = (), checkpoint_meta: dict | None = None,
-                 config_defaults: dict | None = None, resume_hint: str = "the same command plus --resume"):
+                 config_defaults: dict | None = None, resume_hint: str | None = None):
         self.dist = dist or DistInfo()
-        self.resume_hint = resume_hint  # how the user continues a stopped run (logged when it stops early)
+        # how the user continues a run that stopped early (logged then); callers such as train-ldm pass their own
+        self.resume_hint = resume_hint or "the same command plus --resume"
         self.cfg, self.train_step = cfg, train_step
         self.config = json.loads(json.dumps(config))  # as stored (tuples -> lists), for resume comparisons
         # what a key missing from an older checkpoint's config means (its default when it was written)
