@@ -12,7 +12,8 @@ by ``ldmkit.metrics.layout``:
 
 A box is correct when the class (shapes: colour and kind) is the requested one *and* IoU >= 0.5; the table
 gives that fraction ("both"), its two parts, the mean IoU, and the same scores of the dataset's own images for
-those layouts (the ceiling the measuring tools allow). Samples are rounded to 8-bit levels (as saved PNGs)
+those layouts (the ceiling the measuring tools allow) and, for a latent model, of those images encoded and decoded
+by its first stage (the ceiling that autoencoder allows). Samples are rounded to 8-bit levels (as saved PNGs)
 before scoring. A grid of the first ``--grid-n`` samples with the requested boxes (and labels) drawn is written
 to ``--grid`` (default ``docs/images/layout_<dataset>.png``).
 
@@ -57,6 +58,17 @@ def requested(batch, dataset: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return list(zip(batch.boxes, labels, strict=True))
 
 
+def reconstruct(space, images: torch.Tensor, batch_size: int, seed: int, device: str) -> torch.Tensor:
+    """Encode (a posterior sample, as training saw) and decode the images through the model's first stage."""
+    generator = torch.Generator(device).manual_seed(seed)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            x = space.pad(images[i:i + batch_size]).to(device)
+            out.append(space.decode(space.encode(x, generator=generator)).cpu())
+    return quantize(torch.cat(out))
+
+
 def score(images, batch, dataset: str, extractor):
     from ldmkit.metrics.layout import score_collage, score_shapes
 
@@ -81,6 +93,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-ema", action="store_true")
+    p.add_argument("--first-stage", action="append", default=[], metavar="DIR",
+                   help="also score the held-out images encoded and decoded by this autoencoder (repeatable)")
     args = p.parse_args(argv)
 
     from ldmkit.conditioning.layout import DATASET_VOCABS, VOCABS
@@ -113,6 +127,20 @@ def main(argv=None) -> int:
     images = quantize(torch.cat(images))
     model = summarize(score(images, batch, dataset, extractor))
     reference = summarize(score(quantize(batch.images), batch, dataset, extractor))
+    rows = [("samples", model), ("dataset's own (ceiling)", reference)]
+    reconstructed = None
+    if loaded.space.factor > 1:  # a latent model can be no better than its first stage's reconstructions
+        reconstructed = summarize(score(reconstruct(loaded.space, batch.images, args.batch_size, args.seed, args.device),
+                                        batch, dataset, extractor))
+        rows.append(("first stage's reconstructions", reconstructed))
+    others = {}
+    for path in args.first_stage:
+        from ldmkit.latent import latent_space_for
+
+        other = latent_space_for(path, args.device, padding=loaded.space.padding)
+        others[path] = summarize(score(reconstruct(other, batch.images, args.batch_size, args.seed, args.device),
+                                       batch, dataset, extractor))
+        rows.append((f"reconstructions by {path}", others[path]))
 
     names = VOCABS[DATASET_VOCABS[dataset]].names
     n = min(args.grid_n, args.num)
@@ -128,7 +156,7 @@ def main(argv=None) -> int:
           f"{platform.node()} {args.device}, {seconds:.1f} s ({seconds / args.num:.3f} s/image)")
     print("| images | boxes | class ok | IoU >= 0.5 | both | mean IoU |")
     print("|---|---|---|---|---|---|")
-    for what, s in (("samples", model), ("dataset's own (ceiling)", reference)):
+    for what, s in rows:
         print(f"| {what} | {s['boxes']} | {s['class_acc']:.3f} | {s['iou_ok']:.3f} | {s['both']:.3f} | "
               f"{s['mean_iou']:.3f} |")
     print(f"grid: {grid_path}")
@@ -137,7 +165,9 @@ def main(argv=None) -> int:
                                                "num": args.num, "sampler": sampler, "steps": steps,
                                                "guidance_scale": scale, "extractor": extractor_name if extractor
                                                else None, "seconds": seconds, "samples": model,
-                                               "reference": reference}, indent=2))
+                                               "reference": reference,
+                                               "reconstructed": reconstructed,
+                                               "reconstructed_by": others}, indent=2))
     return 0
 
 
