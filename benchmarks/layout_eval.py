@@ -99,6 +99,7 @@ def main(argv=None) -> int:
 
     from ldmkit.conditioning.layout import DATASET_VOCABS, VOCABS
     from ldmkit.images import boxed_grid, save_png
+    from ldmkit.latent import latent_space_for
     from ldmkit.metrics.features import DEFAULT_EXTRACTOR, get_extractor
     from ldmkit.metrics.layout import summarize
     from ldmkit.pipelines import load_model
@@ -128,19 +129,18 @@ def main(argv=None) -> int:
     model = summarize(score(images, batch, dataset, extractor))
     reference = summarize(score(quantize(batch.images), batch, dataset, extractor))
     rows = [("samples", model), ("dataset's own (ceiling)", reference)]
-    reconstructed = None
-    if loaded.space.factor > 1:  # a latent model can be no better than its first stage's reconstructions
-        reconstructed = summarize(score(reconstruct(loaded.space, batch.images, args.batch_size, args.seed, args.device),
-                                        batch, dataset, extractor))
-        rows.append(("first stage's reconstructions", reconstructed))
-    others = {}
-    for path in args.first_stage:
-        from ldmkit.latent import latent_space_for
-
-        other = latent_space_for(path, args.device, padding=loaded.space.padding)
-        others[path] = summarize(score(reconstruct(other, batch.images, args.batch_size, args.seed, args.device),
-                                       batch, dataset, extractor))
-        rows.append((f"reconstructions by {path}", others[path]))
+    # a latent model can be no better than its first stage's reconstructions; --first-stage adds others
+    spaces = [(None, loaded.space)] if loaded.space.factor > 1 else []
+    spaces += [(path, latent_space_for(path, args.device, padding=loaded.space.padding)) for path in args.first_stage]
+    reconstructed, others = None, {}
+    for path, space in spaces:
+        scores = summarize(score(reconstruct(space, batch.images, args.batch_size, args.seed, args.device),
+                                 batch, dataset, extractor))
+        if path is None:
+            reconstructed = scores
+        else:
+            others[path] = scores
+        rows.append(("first stage's reconstructions" if path is None else f"reconstructions by {path}", scores))
 
     names = VOCABS[DATASET_VOCABS[dataset]].names
     n = min(args.grid_n, args.num)
