@@ -3,7 +3,9 @@
 
 The requested layouts are those of the first ``--num`` items of the model's dataset's *test* split (same
 generator seed as training; fashion-collage test canvases hold only Fashion-MNIST test items, shapes' test
-split is an independent stream). Sample i uses layout i and seed ``--seed + i``. Each requested box is scored
+split is an independent stream). ``--split validation`` takes them from the *train* split instead, at indices
+``data.length ..`` that training never drew (fresh layouts of training items): choose samplers and guidance
+there, not on the test split. Sample i uses layout i and seed ``--seed + i``. Each requested box is scored
 by ``ldmkit.metrics.layout``:
 
 * fashion-collage: the evaluation classifier (``--extractor``, default ``DEFAULT_EXTRACTOR``) on a square crop
@@ -38,15 +40,18 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
     return torch.round((x.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1
 
 
-def held_out(cfg, n: int):
-    """The test split of the model's dataset, as configured for training (seed, size), and its first n items."""
+def held_out(cfg, n: int, split: str = "test"):
+    """n items the model never trained on, of its dataset as configured for training (seed, size): the test
+    split's first n, or (``split="validation"``) the train split's items ``data.length .. data.length + n - 1``
+    (training drew indices below ``data.length`` only)."""
     from dataclasses import replace
 
     from ldmkit.data import build_dataset, collate
 
-    data = replace(cfg.data, split="test", hflip=False, length=max(n, 1))
+    first = 0 if split == "test" else cfg.data.length
+    data = replace(cfg.data, split="test" if split == "test" else "train", hflip=False, length=first + max(n, 1))
     ds = build_dataset(data)
-    return collate([ds[i] for i in range(n)])
+    return collate([ds[first + i] for i in range(n)])
 
 
 def requested(batch, dataset: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -84,7 +89,10 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sampler", default=None, help="default: the model's sample.sampler")
     p.add_argument("--steps", type=int, default=None, help="default: the model's sample.steps")
+    p.add_argument("--eta", type=float, default=None, help="DDIM stochasticity (default: the model's sample.eta)")
     p.add_argument("--guidance-scale", type=float, default=None, help="default: the model's sample.guidance_scale")
+    p.add_argument("--split", choices=("test", "validation"), default="test",
+                   help="layouts of the test split, or unseen ones of the train split (for choosing settings)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--extractor", default=None, help="collage classifier (default: DEFAULT_EXTRACTOR)")
     p.add_argument("--grid", default=None, help="grid PNG (default docs/images/layout_<dataset>.png)")
@@ -113,16 +121,19 @@ def main(argv=None) -> int:
     sampler = args.sampler or cfg.sample.sampler
     steps = args.steps or cfg.sample.steps
     scale = cfg.sample.guidance_scale if args.guidance_scale is None else args.guidance_scale
+    eta = cfg.sample.eta if args.eta is None else args.eta
     extractor_name = args.extractor or DEFAULT_EXTRACTOR
     extractor = get_extractor(extractor_name, device=args.device) if dataset == "fashion-collage" else None
 
-    batch = held_out(cfg, args.num)
+    batch = held_out(cfg, args.num, args.split)
+    first = 0 if args.split == "test" else cfg.data.length
+    which = f"{dataset} {args.split} layouts {first}..{first + args.num - 1}"
     layouts = requested(batch, dataset)
     start = time.perf_counter()
     images = []
     for i in range(0, args.num, args.batch_size):
         chunk = layouts[i:i + args.batch_size]
-        images.append(loaded.generate(len(chunk), layouts=chunk, sampler=sampler, steps=steps,
+        images.append(loaded.generate(len(chunk), layouts=chunk, sampler=sampler, steps=steps, eta=eta,
                                       guidance_scale=scale, seed=args.seed + i, batch_size=args.batch_size).cpu())
     seconds = time.perf_counter() - start
     images = quantize(torch.cat(images))
@@ -148,10 +159,10 @@ def main(argv=None) -> int:
     grid = boxed_grid(images[:n], batch.boxes[:n], [[names[k] for k in lab.tolist()] for _, lab in layouts[:n]],
                       nrow=math.ceil(math.sqrt(n)), scale=args.scale)
     save_png(grid_path, grid, {"model": str(loaded.path), "step": loaded.step, "sampler": sampler, "steps": steps,
-                               "guidance_scale": scale, "seed": args.seed, "layouts": f"{dataset} test 0..{n - 1}"})
+                               "eta": eta, "guidance_scale": scale, "seed": args.seed, "layouts": which})
 
-    print(f"# layout-to-image: {loaded.path} (step {loaded.step}), {dataset} test layouts 0..{args.num - 1}")
-    print(f"# {sampler} {steps} steps, guidance {scale}, seeds {args.seed}..{args.seed + args.num - 1}; "
+    print(f"# layout-to-image: {loaded.path} (step {loaded.step}), {which}")
+    print(f"# {sampler} {steps} steps{f', eta {eta}' if sampler == 'ddim' else ''}, guidance {scale}, seeds {args.seed}..{args.seed + args.num - 1}; "
           f"{'classifier ' + extractor_name if extractor else 'shapes detector'}; "
           f"{platform.node()} {args.device}, {seconds:.1f} s ({seconds / args.num:.3f} s/image)")
     print("| images | boxes | class ok | IoU >= 0.5 | both | mean IoU |")
@@ -162,7 +173,8 @@ def main(argv=None) -> int:
     print(f"grid: {grid_path}")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": str(loaded.path), "step": loaded.step, "dataset": dataset,
-                                               "num": args.num, "sampler": sampler, "steps": steps,
+                                               "num": args.num, "layouts": which, "sampler": sampler,
+                                               "steps": steps, "eta": eta,
                                                "guidance_scale": scale, "extractor": extractor_name if extractor
                                                else None, "seconds": seconds, "samples": model,
                                                "reference": reference,

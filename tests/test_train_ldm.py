@@ -28,7 +28,8 @@ ldm:
   sample: {sampler: ddim, steps: 2, num_images: 4}
 budget: {autoencoder: 0.3, diffusion: 0.6}
 scale: {num_images: 32, batch_size: 16}
-evaluation: {num_samples: 16, steps: 2, batch_size: 8, metrics: [fid, pr], reference: "data:test", n_reference: 32}
+evaluation: {num_samples: 16, steps: 2, eta: 0.5, batch_size: 8, metrics: [fid, pr], reference: "data:test",
+             n_reference: 32}
 """
 
 
@@ -65,11 +66,32 @@ def test_outputs_of_every_stage(run):
     p = ev["protocol"]
     assert p["extractor"] == "fmnist-eval-v2" and p["n_generated"] == 16 and p["n_reference"] == 32
     assert p["generation"]["steps"] == 2 and p["generation"]["first_stage_loss_networks"] == []
+    assert p["generation"]["sampler"] == "ddim" and p["generation"]["eta"] == 0.5
     state = _state(out)
     assert state["done"] == ["autoencoder", "scale", "diffusion", "grid", "evaluation"]
     assert state["results"]["scale"]["scale_factor"] == scale
     # each training stage ran under a train.max_minutes from the budget (stored in its config)
     assert 0 < ldm_meta["config"]["train"]["max_minutes"] <= 0.9 * 5
+
+
+def test_evaluation_samples_with_its_own_eta(run):
+    """evaluation.eta (0.5) overrides the sample section's (0.0): the saved samples are exactly the checkpoint's
+    DDIM samples at eta 0.5 with the recorded seeds, and differ from eta 0's."""
+    import numpy as np
+
+    from ldmkit.commands._common import load_model
+    from ldmkit.images import to_uint8
+
+    root, _ = run
+    out = root / "run"
+    gen = json.loads((out / "eval.json").read_text())["protocol"]["generation"]
+    saved = np.load(out / "samples.npz")
+    assert saved["seeds"].tolist() == list(range(16))
+    loaded = load_model(gen["checkpoint"])
+    assert loaded.config.sample.eta == 0.0
+    for eta, same in ((0.5, True), (0.0, False)):
+        images = to_uint8(loaded.generate(16, sampler="ddim", steps=2, eta=eta, seed=0, batch_size=8))
+        assert np.array_equal(images, saved["images"]) is same, eta
 
 
 def test_rerun_skips_finished_stages(run, capsys):
@@ -122,6 +144,7 @@ def test_first_stage_reuses_an_autoencoder(run):
     (["--ldm.first_stage=x"], "ldm.first_stage is not allowed"),
     (["--autoencoder.data.name=shapes"], "autoencoder.data is not allowed"),
     (["--evaluation.steps=0"], "evaluation.steps=0"),
+    (["--evaluation.eta=1.5"], "evaluation.eta=1.5 must be in [0, 1]"),
 ])
 def test_bad_recipe_exits_2_naming_the_key(tmp_path, capsys, extra, needle):
     (tmp_path / "tiny.yaml").write_text(TINY)

@@ -80,7 +80,8 @@ class ScaleConfig:
 class EvaluationConfig:
     """The closing evaluation: ``num_samples`` images (seeds ``seed..``) scored like ``ldmkit eval-images``.
 
-    ``sampler`` / ``steps``: None = the ldm's ``sample`` section. ``num_samples: 0`` skips the evaluation.
+    ``sampler`` / ``steps`` / ``eta``: None = the ldm's ``sample`` section. ``num_samples: 0`` skips the
+    evaluation.
     ``reference``: a spec of ``ldmkit eval-images --reference`` (``fashion-mnist:test``, a statistics .npz),
     or ``data:SPLIT`` = the recipe's own data section at that split (first ``n_reference`` images, default
     10,000), for shapes and image folders.
@@ -89,6 +90,7 @@ class EvaluationConfig:
     num_samples: int = 1000
     sampler: str | None = None
     steps: int | None = None
+    eta: float | None = None
     seed: int = 0
     batch_size: int = 250
     metrics: tuple[str, ...] = ("fid", "kid", "pr")
@@ -102,6 +104,8 @@ class EvaluationConfig:
                               f"evaluation.batch_size={self.batch_size} >= 1")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"evaluation.steps={self.steps} must be >= 1 (or null: the sample section's)")
+        if self.eta is not None and not 0.0 <= self.eta <= 1.0:
+            raise ConfigError(f"evaluation.eta={self.eta} must be in [0, 1] (or null: the sample section's)")
 
 
 @dataclass

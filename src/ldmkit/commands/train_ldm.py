@@ -139,7 +139,7 @@ def _measure_scale(first_stage: Path, ae_cfg, settings, dev, state, out: Path, r
     print(f"scale: scale_factor {scale:.5g} (std of {len(idx)} images' latents)")
 
 
-def _generate(loaded, n: int, sampler: str, steps: int | None, seed: int, batch_size: int):
+def _generate(loaded, n: int, sampler: str, steps: int | None, eta: float, seed: int, batch_size: int):
     """``n`` images; class-conditional models get labels ``i mod K``."""
     from ldmkit.commands._common import class_labels
 
@@ -148,7 +148,7 @@ def _generate(loaded, n: int, sampler: str, steps: int | None, seed: int, batch_
     labels = class_labels(None, n, cfg.unet.num_classes)
     if labels is not None:
         kwargs["labels"] = labels
-    return loaded.generate(n, sampler=sampler, steps=steps, eta=cfg.sample.eta, seed=seed,
+    return loaded.generate(n, sampler=sampler, steps=steps, eta=eta, seed=seed,
                            batch_size=batch_size, **kwargs), labels
 
 
@@ -161,10 +161,10 @@ def _grid(out: Path, dev, state) -> None:
     t0 = time.monotonic()
     loaded = load_model(out / "diffusion", device=dev)
     s = loaded.config.sample
-    images, _ = _generate(loaded, s.num_images, s.sampler, s.steps, s.seed, 64)
+    images, _ = _generate(loaded, s.num_images, s.sampler, s.steps, s.eta, s.seed, 64)
     path = save_png(out / "samples.png", make_grid(images, nrow=math.ceil(math.sqrt(s.num_images))),
                     metadata={"checkpoint": str(loaded.path), "sampler": s.sampler, "steps": s.steps,
-                              "seed": s.seed})
+                              "eta": s.eta, "seed": s.seed})
     state.add_time("grid", time.monotonic() - t0)
     state.mark_done("grid", out, {"png": str(path)})
     print(f"grid: {path}")
@@ -202,12 +202,13 @@ def _evaluate(out: Path, settings, ae_cfg, dev, state, progress: bool) -> None:
     independence = check_extractor(ev.extractor, loaded.config.first_stage)
     sampler = ev.sampler or loaded.config.sample.sampler
     steps = ev.steps if ev.steps is not None else loaded.config.sample.steps
+    eta = ev.eta if ev.eta is not None else loaded.config.sample.eta
     t_sample = time.monotonic()
-    images, labels = _generate(loaded, ev.num_samples, sampler, steps, ev.seed, ev.batch_size)
+    images, labels = _generate(loaded, ev.num_samples, sampler, steps, eta, ev.seed, ev.batch_size)
     sample_s = time.monotonic() - t_sample
     save_samples_npz(out / "samples.npz", images, labels=labels, seeds=range(ev.seed, ev.seed + ev.num_samples))
     generation = {"checkpoint": str(loaded.path), "step": loaded.step, "weights": "ema", "sampler": sampler,
-                  "steps": steps, "seeds": f"{ev.seed}..{ev.seed + ev.num_samples - 1} (image i: seed + i)",
+                  "steps": steps, "eta": eta, "seeds": f"{ev.seed}..{ev.seed + ev.num_samples - 1} (image i: seed + i)",
                   "sampling_seconds": round(sample_s, 2), "first_stage": loaded.config.first_stage,
                   **independence}
     reference, n_reference = ev.reference, ev.n_reference
