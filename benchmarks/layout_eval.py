@@ -41,9 +41,9 @@ def quantize(x: torch.Tensor) -> torch.Tensor:
 
 
 def held_out(cfg, n: int, split: str = "test"):
-    """n items the model never trained on, of its dataset as configured for training (seed, size): the test
-    split's first n, or (``split="validation"``) the train split's items ``data.length .. data.length + n - 1``
-    (training drew indices below ``data.length`` only)."""
+    """n items the model never trained on, of its dataset as configured for training (seed, size), and the index
+    of the first: the test split's first n, or (``split="validation"``) the train split's items
+    ``data.length .. data.length + n - 1`` (training drew indices below ``data.length`` only)."""
     from dataclasses import replace
 
     from ldmkit.data import build_dataset, collate
@@ -51,7 +51,7 @@ def held_out(cfg, n: int, split: str = "test"):
     first = 0 if split == "test" else cfg.data.length
     data = replace(cfg.data, split="test" if split == "test" else "train", hflip=False, length=first + max(n, 1))
     ds = build_dataset(data)
-    return collate([ds[first + i] for i in range(n)])
+    return collate([ds[first + i] for i in range(n)]), first
 
 
 def requested(batch, dataset: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -125,8 +125,7 @@ def main(argv=None) -> int:
     extractor_name = args.extractor or DEFAULT_EXTRACTOR
     extractor = get_extractor(extractor_name, device=args.device) if dataset == "fashion-collage" else None
 
-    batch = held_out(cfg, args.num, args.split)
-    first = 0 if args.split == "test" else cfg.data.length
+    batch, first = held_out(cfg, args.num, args.split)
     which = f"{dataset} {args.split} layouts {first}..{first + args.num - 1}"
     layouts = requested(batch, dataset)
     start = time.perf_counter()
