@@ -19,6 +19,7 @@ writes ``OUT/ae_ablations.json``. A variant folder that already holds ``scores.j
 stage of the 30-minute ``train-ldm`` run, the same config and minutes).
 
     python benchmarks/ae_ablations.py --variants baseline,z8,lr5e-4 --out /work/runs/ae_ablations
+    python benchmarks/ae_ablations.py --checkpoints RUN/autoencoder/checkpoints/step_0002500 RUN/autoencoder
 """
 
 from __future__ import annotations
@@ -130,7 +131,25 @@ def main(argv=None) -> int:
     p.add_argument("--n_reference", type=int, default=10000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="runs/ae_ablations")
+    p.add_argument("--checkpoints", nargs="+", default=None, metavar="CKPT",
+                   help="score these autoencoder checkpoints / run folders instead of training variants "
+                        "(rows to stdout and --json)")
+    p.add_argument("--json", default=None, help="with --checkpoints: write their scores here")
     args = p.parse_args(argv)
+    if args.checkpoints:
+        import torch
+        torch.set_num_threads(args.threads)
+        print("| checkpoint | PSNR (dB) | SSIM | rFID | FID (recon) | FID (originals) |")
+        print("|---|---|---|---|---|---|")
+        rows = []
+        for ckpt in args.checkpoints:
+            r = score(Path(ckpt), args.num, args.seed, args.reference, args.n_reference)
+            rows.append(r)
+            print(f"| {r['checkpoint']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['rfid']:.3f} | {r['fid_recon']:.3f} | "
+                  f"{r['fid_originals']:.3f} |", flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+        return 0
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:

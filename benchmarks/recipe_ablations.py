@@ -49,6 +49,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "v": ("v prediction instead of eps", ["--ldm.diffusion.prediction_type=v"]),
     "minsnr5": ("min-SNR-5 loss weighting (Hang et al. 2023)", ["--ldm.diffusion.min_snr_gamma=5"]),
     "cosine_schedule": ("cosine noise schedule instead of scaled linear", ["--ldm.diffusion.schedule=cosine"]),
+    "bf16": ("bfloat16 autocast of the diffusion forward pass (fp32 weights and optimizer)", ["--ldm.train.bf16=true"]),
+    "compile": ("torch.compile of the denoiser", ["--ldm.train.compile=true"]),
 }
 
 

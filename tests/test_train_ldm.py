@@ -4,11 +4,14 @@ outputs, skip/resume on rerun, --first_stage reuse, and exit 2 with a clear mess
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from PIL import Image
 
+from ldmkit.autoencoders.config import LossConfig
 from ldmkit.cli import main
+from ldmkit.commands.train_ldm import GAN_SETTLE_STEPS, short_gan_warning
 from ldmkit.recipe import BudgetConfig, stage_minutes
 from ldmkit.registry import ConfigError
 
@@ -17,7 +20,7 @@ data: {name: shapes, length: 64, image_size: 16, cache_latents: true}
 autoencoder:
   model: {type: kl, in_channels: 3, channels: 8, channel_mult: [1, 2], num_res_blocks: 1, z_channels: 2,
           mid_attention: false}
-  loss: {perceptual: none, disc_channels: 8, disc_start: 1000}
+  loss: {perceptual: none, disc_channels: 8, disc_start: 2}
   train: {max_steps: 4, batch_size: 8, lr: 1.0e-3, log_every: 2, checkpoint_every: 2, sample_every: 0}
 ldm:
   unet: {model_channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attention_levels: [], num_heads: 2,
@@ -33,12 +36,31 @@ evaluation: {num_samples: 16, steps: 2, eta: 0.5, batch_size: 8, metrics: [fid, 
 """
 
 
+RUN_WARNINGS: list[str] = []  # what train_ldm logged during the module's run
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("train_ldm")
     (root / "tiny.yaml").write_text(TINY)
     cmd = ["train-ldm", str(root / "tiny.yaml"), "--minutes", "5", "--out", str(root / "run"), "--no-progress"]
-    assert main(cmd) == 0
+    records = _Records()
+    logger = logging.getLogger("ldmkit.commands.train_ldm")
+    logger.addHandler(records)
+    try:
+        assert main(cmd) == 0
+    finally:
+        logger.removeHandler(records)
+    RUN_WARNINGS[:] = records.messages
     return root, cmd
 
 
@@ -72,6 +94,24 @@ def test_outputs_of_every_stage(run):
     assert state["results"]["scale"]["scale_factor"] == scale
     # each training stage ran under a train.max_minutes from the budget (stored in its config)
     assert 0 < ldm_meta["config"]["train"]["max_minutes"] <= 0.9 * 5
+
+
+def test_a_gan_switched_on_at_the_end_of_the_autoencoder_stage_is_warned_about(run):
+    # TINY's autoencoder: 4 steps, the adversarial term from step 2 on
+    warnings = [m for m in RUN_WARNINGS if "adversarial loss" in m]
+    assert len(warnings) == 1 and "disc_start=2) was on for only the last 2 of 4 steps" in warnings[0]
+    assert "disc_weight=0" in warnings[0]
+
+
+@pytest.mark.parametrize("loss, step, warned", [
+    (LossConfig(disc_start=2500, disc_weight=0.5), 2662, True),                       # the 30-minute case
+    (LossConfig(disc_start=2500, disc_weight=0.5), 2500 + GAN_SETTLE_STEPS - 1, True),
+    (LossConfig(disc_start=2500, disc_weight=0.5), 2500 + GAN_SETTLE_STEPS, False),   # ran long enough
+    (LossConfig(disc_start=2500, disc_weight=0.5), 2500, False),                      # never on (steps 0..2499)
+    (LossConfig(disc_start=2500, disc_weight=0.0), 2662, False),                      # no GAN term
+])
+def test_short_gan_warning(loss, step, warned):
+    assert (short_gan_warning(loss, step) is not None) == warned
 
 
 def test_evaluation_samples_with_its_own_eta(run):
