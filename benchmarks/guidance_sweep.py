@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+PROMPT_SETS = ("held-out", "validation", "train", "held-out-known-words", "held-out-unseen-words")
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -33,9 +35,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, default=1000, help="images per (model, scale); a multiple of 10")
     p.add_argument("--steps", default="50", help="sampler steps; comma-separated for an FID-vs-steps table")
     p.add_argument("--samplers", default="ddim", help="comma-separated samplers (ddim, dpmpp_2m, ddpm)")
-    p.add_argument("--prompt-set", choices=("held-out", "validation", "train"), default="held-out",
+    p.add_argument("--prompt-set", choices=PROMPT_SETS, default="held-out",
                    help="text models: held-out paraphrases (evaluation), validation paraphrases or training "
-                        "captions (for choosing a setting without looking at the held-out set)")
+                        "captions (for choosing a setting without looking at the held-out set); "
+                        "held-out-known-words / held-out-unseen-words split the held-out paraphrases by whether "
+                        "their class word has a WordPiece token that some training caption has (a diagnostic "
+                        "of what an encoder trained only on the training captions can know)")
     p.add_argument("--reference", default="fashion-mnist:test",
                    help="FID reference (choose settings against fashion-mnist:train, report against :test)")
     p.add_argument("--seed", type=int, default=0)
@@ -47,6 +52,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def unseen_class_words() -> set[str]:
+    """The held-out synonyms made only of WordPiece tokens that no training caption contains ("jeans",
+    "parka", ...): an encoder trained on the training captions alone has never updated their embeddings."""
+    from ldmkit.data.captions import HELD_OUT_SYNONYMS, train_captions
+    from ldmkit.networks.text_encoder import WordPieceTokenizer
+
+    tok = WordPieceTokenizer(max_tokens=64)
+    seen: set[int] = set()
+    for k in range(len(HELD_OUT_SYNONYMS)):
+        ids, mask = tok.encode(train_captions(k), truncate=True)
+        seen |= set(ids[mask].tolist())
+    unseen = set()
+    for synonyms in HELD_OUT_SYNONYMS:
+        for _, noun in synonyms:
+            ids, mask = tok.encode([noun], truncate=True)
+            if not any(i in seen for i in ids[0][mask[0]].tolist()[1:-1]):  # [1:-1]: not [CLS] / [SEP]
+                unseen.add(noun)
+    return unseen
+
+
+def word_split_prompts(n: int, seed: int, known: bool) -> tuple[list[str], torch.Tensor]:
+    """``n`` held-out paraphrases whose class word is known (some token seen in training) or unseen, cycling
+    over the classes that have any (image i: the i-th of them mod their count), and the requested classes."""
+    from ldmkit.data.captions import held_out_captions
+
+    unseen = unseen_class_words()
+    pools = {k: [c for c in held_out_captions(k) if any(w in c for w in unseen) != known] for k in range(10)}
+    classes = [k for k, pool in pools.items() if pool]
+    rng = np.random.default_rng(seed)
+    labels = torch.tensor([classes[i % len(classes)] for i in range(n)], dtype=torch.int64)
+    return [pools[int(k)][rng.integers(len(pools[int(k)]))] for k in labels], labels
+
+
 def request(loaded, n: int, seed: int, prompt_set: str = "held-out") -> tuple[dict, torch.Tensor, str]:
     """The sampling request of a model (labels, or held-out / training prompts) and the requested class of
     each image."""
@@ -56,6 +94,9 @@ def request(loaded, n: int, seed: int, prompt_set: str = "held-out") -> tuple[di
     if "prompts" in accepts:
         if loaded.config.data.name != "fashion-mnist":
             raise SystemExit(f"{loaded.path}: the sweep's prompts are Fashion-MNIST captions")
+        if prompt_set.startswith("held-out-"):
+            prompts, labels = word_split_prompts(n, seed, known=prompt_set == "held-out-known-words")
+            return {"prompts": prompts}, labels, f"{prompt_set} prompts"
         prompts, labels = {"held-out": held_out_prompts, "validation": validation_prompts,
                            "train": train_prompts}[prompt_set](n // 10, seed=seed)
         order = torch.arange(n).view(10, n // 10).t().reshape(-1)  # interleave: image i is class i mod 10
@@ -84,7 +125,8 @@ def sweep_model(name: str, path: str, args, extractor) -> list[dict]:
         logits = extractor.extract(images).logits
         hits = (torch.from_numpy(np.argmax(logits, axis=1)) == labels).float()
         accuracy = float(hits.mean())
-        per_class = [round(float(hits[labels == k].mean()), 3) for k in range(int(labels.max()) + 1)]
+        per_class = [round(float(hits[labels == k].mean()), 3) if (labels == k).any() else None
+                     for k in range(int(labels.max()) + 1)]
         fid = float(evaluate_images(images, reference=args.reference, metrics=("fid",),
                                     extractor=extractor)["fid"])
         row = {"model": name, "checkpoint": str(loaded.path), "step": loaded.step, "condition": kind,
