@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 
 import pytest
 from PIL import Image
 
 from ldmkit.autoencoders.config import LossConfig
+from ldmkit.autoencoders.losses import GAN_SETTLE_STEPS, short_gan_warning
 from ldmkit.cli import main
-from ldmkit.commands.train_ldm import GAN_SETTLE_STEPS, short_gan_warning
 from ldmkit.recipe import BudgetConfig, stage_minutes
 from ldmkit.registry import ConfigError
 
@@ -36,16 +37,7 @@ evaluation: {num_samples: 16, steps: 2, eta: 0.5, batch_size: 8, metrics: [fid, 
 """
 
 
-RUN_WARNINGS: list[str] = []  # what train_ldm logged during the module's run
-
-
-class _Records(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.messages: list[str] = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
+RUN_WARNINGS: list[str] = []  # what the autoencoder stage logged during the module's run
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +45,14 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("train_ldm")
     (root / "tiny.yaml").write_text(TINY)
     cmd = ["train-ldm", str(root / "tiny.yaml"), "--minutes", "5", "--out", str(root / "run"), "--no-progress"]
-    records = _Records()
-    logger = logging.getLogger("ldmkit.commands.train_ldm")
+    records = logging.handlers.BufferingHandler(capacity=10_000)
+    logger = logging.getLogger("ldmkit.pipelines")
     logger.addHandler(records)
     try:
         assert main(cmd) == 0
     finally:
         logger.removeHandler(records)
-    RUN_WARNINGS[:] = records.messages
+    RUN_WARNINGS[:] = [r.getMessage() for r in records.buffer]
     return root, cmd
 
 

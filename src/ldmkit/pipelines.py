@@ -407,7 +407,12 @@ def train_autoencoder(cfg, out_dir: str | Path, *, resume: bool | str = False, i
     """
     from ldmkit.autoencoders import build_autoencoder
     from ldmkit.autoencoders.checkpoint import checkpoint_meta
-    from ldmkit.autoencoders.losses import NLayerDiscriminator, discriminator_loss, generator_loss
+    from ldmkit.autoencoders.losses import (
+        NLayerDiscriminator,
+        discriminator_loss,
+        generator_loss,
+        short_gan_warning,
+    )
     from ldmkit.autoencoders.perceptual import build_perceptual
     from ldmkit.images import make_grid
     from ldmkit.training import GANStep, Trainer
@@ -444,6 +449,10 @@ def train_autoencoder(cfg, out_dir: str | Path, *, resume: bool | str = False, i
         trainer = Trainer(step, data, tc, out_dir, config=cfg.to_dict(), sample_fn=sample_fn, dist=info,
                           progress=progress, model_sections=AE_MODEL_SECTIONS,
                           checkpoint_meta=checkpoint_meta(), resume_hint=resume_hint)
-        return trainer.run(resume=resume)
+        result = trainer.run(resume=resume)
+        warning = short_gan_warning(lc, result.step)
+        if warning and info.is_main and result.stopped_by not in ("SIGINT", "SIGTERM"):
+            log.warning("%s", warning)
+        return result
     finally:
         shutdown(info)

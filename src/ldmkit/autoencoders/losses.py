@@ -82,6 +82,29 @@ def disc_active(step: int, cfg: LossConfig) -> bool:
     return step >= cfg.disc_start
 
 
+GAN_SETTLE_STEPS = 500  # fewer adversarial steps than this at the end of a run draw a warning
+
+
+def short_gan_warning(cfg: LossConfig, step: int) -> str | None:
+    """The warning for a run that ended ``step`` steps in, shortly after its adversarial term switched on
+    (``cfg.disc_start``); ``None`` when the GAN is off, never started, or ran long enough.
+
+    A GAN term just switched on pulls the decoder off its reconstructions before the discriminator is any
+    good: at 30 minutes the train-ldm recipe's first stage crossed ``disc_start`` by ~150 steps on an idle
+    machine and its reconstructions got much worse (docs/benchmarks.md). A time budget, not the config,
+    decides how many steps a run gets, so the check runs after it.
+    """
+    if cfg.disc_weight <= 0 or not disc_active(step - 1, cfg):
+        return None
+    on = step - cfg.disc_start
+    if on >= GAN_SETTLE_STEPS:
+        return None
+    return (f"autoencoder: the adversarial loss (loss.disc_start={cfg.disc_start}) was on for only the last {on} of "
+            f"{step} steps; a GAN term just switched on makes reconstructions worse before it helps "
+            "(docs/benchmarks.md). For a short budget set loss.disc_weight=0 (autoencoder.loss.* in a train-ldm "
+            f"recipe); for a GAN, a disc_start at least {GAN_SETTLE_STEPS} steps before the run's end")
+
+
 def generator_loss(x: torch.Tensor, recon: torch.Tensor, posterior, *,
                    last_layer: torch.Tensor, discriminator: nn.Module, perceptual: PerceptualLoss | None,
                    step: int, cfg: LossConfig) -> tuple[torch.Tensor, dict]:

@@ -82,29 +82,6 @@ def _with_minutes(cfg, minutes: float):
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_minutes=minutes))
 
 
-GAN_SETTLE_STEPS = 500  # fewer adversarial steps than this at the end of the stage draw a warning
-
-
-def short_gan_warning(loss_cfg, step: int) -> str | None:
-    """The warning for an autoencoder stage that ended ``step`` steps in, shortly after its adversarial term
-    switched on (``loss.disc_start``); ``None`` when the GAN is off, never started, or ran long enough.
-
-    A GAN term just switched on pulls the decoder off its reconstructions before the discriminator is any
-    good: at 30 minutes the recipe's stage crossed ``disc_start`` by ~150 steps on an idle machine and its
-    reconstructions got much worse (docs/benchmarks.md). The budget, not the config, decides how many steps
-    a stage gets, so the check runs after the stage.
-    """
-    if loss_cfg.disc_weight <= 0 or step <= loss_cfg.disc_start:
-        return None
-    on = step - loss_cfg.disc_start
-    if on >= GAN_SETTLE_STEPS:
-        return None
-    return (f"autoencoder: the adversarial loss (autoencoder.loss.disc_start={loss_cfg.disc_start}) was on for only "
-            f"the last {on} of {step} steps; a GAN term just switched on makes reconstructions worse before it helps "
-            "(docs/benchmarks.md). For a short budget set autoencoder.loss.disc_weight=0; for a GAN, a disc_start "
-            f"at least {GAN_SETTLE_STEPS} steps before the stage's end")
-
-
 def _has_checkpoint(run_dir: Path) -> bool:
     from ldmkit.training import checkpoint as ckpt_io
 
@@ -288,10 +265,6 @@ def run(args) -> int:
         cfg = _with_minutes(ae_cfg, stage_minutes("autoencoder", minutes, budget, state.spent))
         if not _train_stage("autoencoder", pipelines.train_autoencoder, cfg, first_stage, state, out, progress):
             return 0
-        warning = short_gan_warning(ae_cfg.loss, state.results["autoencoder"]["step"])
-        if warning:
-            import logging
-            logging.getLogger(__name__).warning("%s", warning)
     ae_ckpt = ckpt_io.resolve_checkpoint(first_stage)
     if "scale" not in state.done:
         _measure_scale(ae_ckpt, ae_cfg, recipe.settings, dev, state, out, reused)
