@@ -9,6 +9,7 @@ batch, like ``DistributedSampler``; only rank 0 logs, samples and writes checkpo
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from dataclasses import dataclass, field
@@ -84,7 +85,10 @@ def _attempt_store(restart: int) -> dist.Store:
 
 
 def shutdown(info: DistInfo) -> None:
+    """Leave the process group. Modules that still hold it (a DDP wrapper in a reference cycle) are
+    collected first, so its gloo threads end now and not during interpreter exit, where they abort."""
     if info.distributed and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

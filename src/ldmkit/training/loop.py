@@ -105,16 +105,13 @@ class Trainer:
         self.order = DataOrder(len(self.data), cfg.batch_size // cfg.grad_accum, cfg.seed,
                                self.dist.rank, world)
         self.modules = train_step.modules
-        self.wrapped: dict[str, torch.nn.Module] = {}
-        for name, module in self.modules.items():
+        for module in self.modules.values():
             module.to(self.device)  # in place: the step's optimizers keep their parameters
-            if any(p.requires_grad for p in module.parameters()):
-                self.wrapped[name] = wrap_model(module, self.dist)  # DDP broadcasts rank 0's weights here
+        self.wrapped: dict[str, torch.nn.Module] = {}
+        self._wrap()
         self.ema = train_step.ema
         if self.ema is not None:
             self.ema.module.to(self.device)
-        if cfg.compile and "model" in self.wrapped:
-            self.wrapped["model"] = torch.compile(self.wrapped["model"])
         self.optimizers = train_step.optimizers
         self.base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
         self.autocast = cfg.bf16
@@ -129,6 +126,15 @@ class Trainer:
         self._phase = 0
         self.grad_norms: dict[str, float] = {}
         self._stop = StopRequest()
+
+    def _wrap(self) -> None:
+        """The trainable modules as the train step calls them: DDP-wrapped on several processes (DDP
+        broadcasts rank 0's weights here), compiled when ``train.compile``."""
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.wrapped[name] = wrap_model(module, self.dist)
+        if self.cfg.compile and "model" in self.wrapped:
+            self.wrapped["model"] = torch.compile(self.wrapped["model"])
 
     @property
     def model(self) -> torch.nn.Module:
@@ -357,8 +363,16 @@ class Trainer:
         SIGTERM or SIGINT (Ctrl-C) stops the run cleanly after the current step, with a checkpoint that
         ``--resume`` continues bit for bit; the result's ``stopped_by`` names the signal.
         """
-        with self._stop.installed():
-            return self._run(resume)
+        if not self.wrapped:  # a second run of this trainer
+            self._wrap()
+        try:
+            with self._stop.installed():
+                return self._run(resume)
+        finally:
+            # DDP wrappers hold the process group; dropped here (the plain modules stay), so the group is
+            # torn down by distributed.shutdown while the interpreter is alive, not by a garbage collection
+            # at exit, where gloo's threads abort the process ("terminate called without an active exception")
+            self.wrapped.clear()
 
     def _stop_now(self, deadline: float | None) -> bool:
         """The time budget is decided on rank 0 and a signal on any rank; both are shared (one all-reduce),
