@@ -49,6 +49,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "noattn": ("no self-attention in the middle block", ["--model.mid_attention=false"]),
     "z8_lr5e-4": ("8 latent channels and learning rate 5e-4", ["--model.z_channels=8", "--train.lr=5e-4"]),
     "z8_lr1e-3": ("8 latent channels and learning rate 1e-3", ["--model.z_channels=8", "--train.lr=1e-3"]),
+    "bf16": ("bfloat16 autocast of the forward passes (weights and optimizers fp32)", ["--train.bf16=true"]),
 }
 
 
