@@ -107,8 +107,7 @@ class Trainer:
         self.modules = train_step.modules
         for module in self.modules.values():
             module.to(self.device)  # in place: the step's optimizers keep their parameters
-        self.wrapped: dict[str, torch.nn.Module] = {}
-        self._wrap()
+        self.wrapped: dict[str, torch.nn.Module] = {}  # filled for the length of run()
         self.ema = train_step.ema
         if self.ema is not None:
             self.ema.module.to(self.device)
@@ -128,8 +127,8 @@ class Trainer:
         self._stop = StopRequest()
 
     def _wrap(self) -> None:
-        """The trainable modules as the train step calls them: DDP-wrapped on several processes (DDP
-        broadcasts rank 0's weights here), compiled when ``train.compile``."""
+        """The trainable modules as the train step calls them during ``run()``: DDP-wrapped on several
+        processes (DDP broadcasts rank 0's weights here), compiled when ``train.compile``."""
         for name, module in self.modules.items():
             if any(p.requires_grad for p in module.parameters()):
                 self.wrapped[name] = wrap_model(module, self.dist)
@@ -363,8 +362,7 @@ class Trainer:
         SIGTERM or SIGINT (Ctrl-C) stops the run cleanly after the current step, with a checkpoint that
         ``--resume`` continues bit for bit; the result's ``stopped_by`` names the signal.
         """
-        if not self.wrapped:  # a second run of this trainer
-            self._wrap()
+        self._wrap()
         try:
             with self._stop.installed():
                 return self._run(resume)
