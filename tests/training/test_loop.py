@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 
 import pytest
@@ -133,6 +135,47 @@ def test_lr_schedule_warmup_constant_cosine():
     assert [lr_at(s, c) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
     c = train_cfg(lr=1.0, warmup_steps=4, max_steps=14, lr_schedule="cosine", min_lr_ratio=0.1)
     assert lr_at(3, c) == 1.0 and math.isclose(lr_at(9, c), 0.55) and math.isclose(lr_at(14, c), 0.1)
+
+
+def test_lr_schedule_cosine_deadline_follows_time_or_steps_whichever_is_further():
+    c = train_cfg(lr=1.0, warmup_steps=4, max_steps=14, lr_schedule="cosine_deadline", min_lr_ratio=0.1)
+    assert lr_at(2, c, time_progress=0.9) == 0.75  # warm-up is by steps
+    assert math.isclose(lr_at(4, c, time_progress=0.5), 0.55)  # half the budget spent: half-way down
+    assert math.isclose(lr_at(9, c, time_progress=0.2), 0.55)  # half the steps done: the same
+    assert math.isclose(lr_at(4, c, time_progress=1.3), 0.1)  # past the deadline: the floor
+    assert math.isclose(lr_at(4, c), 1.0)  # no clock: the step cosine
+    cos = train_cfg(lr=1.0, warmup_steps=4, max_steps=14, lr_schedule="cosine", min_lr_ratio=0.1)
+    assert lr_at(5, cos, time_progress=0.9) == lr_at(5, cos)  # the other schedules ignore the clock
+
+
+def test_cosine_deadline_anneals_by_the_wall_clock_and_a_resume_goes_on_down(tmp_path, monkeypatch):
+    import types
+
+    from ldmkit.training import loop
+
+    ticks = iter(range(10**7))  # a fake clock: 1 s per reading (the loop's only clocks), so the run is exact
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(monotonic=lambda: float(next(ticks)),
+                                                              perf_counter=lambda: float(next(ticks))))
+
+    def lrs(d):
+        return [json.loads(line)["lr"] for line in (d / "metrics.jsonl").read_text().splitlines()]
+
+    def run(out, resume=False, **kw):
+        cfg = train_cfg(max_steps=10**5, max_minutes=1.0, warmup_steps=0, lr=1.0, checkpoint_every=10**4, **kw)
+        return loss_trainer(toy_model(), noisy_loss, toy_data(), cfg, out, config={}, progress=False).run(resume)
+
+    assert run(tmp_path / "a", lr_schedule="cosine_deadline").stopped_by == "max_minutes"
+    got = lrs(tmp_path / "a")
+    assert got[0] == 1.0 and all(b <= a for a, b in itertools.pairwise(got)) and got[-1] < 0.01  # peak to floor
+    mid = math.acos(2 * got[len(got) // 2] - 1) / math.pi  # the wall-clock fraction that lr stands for
+    assert 0.4 < mid < 0.6
+    # resuming with another minute: the budget is now the time trained so far plus that minute, so the
+    # rate starts part-way down (not at the peak again) and anneals to the floor by the new deadline
+    n = len(got)
+    assert run(tmp_path / "a", resume=True, lr_schedule="cosine_deadline").stopped_by == "max_minutes"
+    more = lrs(tmp_path / "a")[n:]
+    assert 0.05 < more[0] < 0.95 and more[-1] < 0.01 and all(b <= a for a, b in itertools.pairwise(more))
+    assert run(tmp_path / "b").stopped_by == "max_minutes" and set(lrs(tmp_path / "b")) == {1.0}  # constant
 
 
 def test_ema_follows_the_formula():

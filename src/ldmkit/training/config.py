@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-LRSchedule = Literal["constant", "cosine"]
+LRSchedule = Literal["constant", "cosine", "cosine_deadline"]
 
 
 @dataclass
@@ -15,7 +15,11 @@ class TrainConfig:
 
     Attributes:
         lr: peak AdamW learning rate, reached after ``warmup_steps`` of linear warm-up.
-        lr_schedule: after warm-up, ``constant`` or ``cosine`` decay to ``min_lr_ratio * lr`` at ``max_steps``.
+        lr_schedule: after warm-up, ``constant``; ``cosine`` decay to ``min_lr_ratio * lr`` at ``max_steps``; or
+            ``cosine_deadline``, the same decay ending at ``max_steps`` or at the ``max_minutes`` deadline,
+            whichever comes first (a budgeted run anneals by its known end; the time progress is the run's
+            training seconds, carried across resumes, over those at this invocation's start plus
+            ``max_minutes``; without ``max_minutes`` it is ``cosine``).
         batch_size: the global batch per optimizer step (split over processes and accumulation steps).
         grad_accum: micro-batches accumulated per optimizer step.
         grad_clip: maximum global gradient norm (0 disables clipping).
@@ -69,12 +73,18 @@ class TrainConfig:
             raise ValueError("; ".join(bad))
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then constant or cosine decay."""
+def lr_at(step: int, cfg: TrainConfig, time_progress: float = 0.0) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): linear warm-up, then constant or cosine decay.
+
+    ``time_progress`` (``cosine_deadline`` only): the fraction of the wall-clock budget spent; the decay
+    follows the further along of it and the step progress.
+    """
     if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.lr_schedule == "constant":
         return cfg.lr
     span = max(1, cfg.max_steps - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
+    if cfg.lr_schedule == "cosine_deadline":
+        progress = min(1.0, max(progress, time_progress))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))

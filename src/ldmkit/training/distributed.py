@@ -109,13 +109,18 @@ def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return out / info.world_size
 
 
+def max_over_ranks(values: list[float], info: DistInfo) -> list[float]:
+    """The element-wise maximum of ``values`` over ranks (one all-reduce; identity on one process)."""
+    if not info.distributed:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
 def any_rank(flag: bool, info: DistInfo) -> bool:
     """True when ``flag`` is true on at least one rank (so all ranks take the same branch)."""
-    if not info.distributed:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return max_over_ranks([1.0 if flag else 0.0], info)[0] > 0
 
 
 def barrier(info: DistInfo) -> None:

@@ -31,7 +31,7 @@ import torch
 from ldmkit.training import checkpoint as ckpt_io
 from ldmkit.training.config import TrainConfig, lr_at
 from ldmkit.training.data_order import DataOrder, as_batch_source, mix_seed, to_device
-from ldmkit.training.distributed import DistInfo, any_rank, barrier, wrap_model
+from ldmkit.training.distributed import DistInfo, any_rank, barrier, max_over_ranks, wrap_model
 from ldmkit.training.logbook import MetricsWindow, append_row, truncate_after
 from ldmkit.training.plot import plot_loss_curve
 from ldmkit.training.signals import StopRequest
@@ -118,6 +118,8 @@ class Trainer:
             log.warning("train.bf16: this GPU has no bfloat16 support; training in float32")
             self.autocast = False
         self.step, self.consumed, self.elapsed = 0, 0, 0.0
+        self.time_progress = 0.0  # spent fraction of the max_minutes budget (cosine_deadline), shared by all ranks
+        self.lr_used = cfg.lr  # the learning rate of the last update (logged)
         self.last_checkpoint: Path | None = None
         self.metrics_path = self.out_dir / "metrics.jsonl"
         self._batches: dict[int, Batch] = {}
@@ -260,7 +262,8 @@ class Trainer:
         cfg, dist = self.cfg, self.dist
         opt = self.optimizers[optimizer]
         net = self.wrapped.get(module, self.modules[module])
-        factor = lr_at(self.step, cfg) / cfg.lr
+        self.lr_used = lr_at(self.step, cfg, self.time_progress)
+        factor = self.lr_used / cfg.lr
         for group, base in zip(opt.param_groups, self.base_lrs[optimizer]):
             group["lr"] = base * factor
         opt.zero_grad(set_to_none=True)
@@ -372,11 +375,21 @@ class Trainer:
             # at exit, where gloo's threads abort the process ("terminate called without an active exception")
             self.wrapped.clear()
 
-    def _stop_now(self, deadline: float | None) -> bool:
+    def _stop_now(self, deadline: float | None, budget: tuple[float, float] | None) -> bool:
         """The time budget is decided on rank 0 and a signal on any rank; both are shared (one all-reduce),
-        so all ranks stop at the same step."""
-        timed_out = deadline is not None and self.dist.is_main and time.monotonic() > deadline
-        return any_rank(timed_out or self._stop.name is not None, self.dist)
+        so all ranks stop at the same step. With ``budget`` = (training seconds before this invocation,
+        monotonic start) the spent fraction of the budget is shared too (``self.time_progress``, which the
+        ``cosine_deadline`` schedule reads), so all ranks use the same learning rate."""
+        now = time.monotonic()
+        timed_out = deadline is not None and self.dist.is_main and now > deadline
+        stop = timed_out or self._stop.name is not None
+        if budget is None:
+            return any_rank(stop, self.dist)
+        before, start = budget
+        frac = (before + now - start) / (before + 60.0 * self.cfg.max_minutes) if self.dist.is_main else 0.0
+        shared = max_over_ranks([1.0 if stop else 0.0, frac], self.dist)
+        self.time_progress = shared[1]
+        return shared[0] > 0
 
     def _run(self, resume: bool | str) -> TrainResult:
         from tqdm.auto import tqdm
@@ -390,18 +403,22 @@ class Trainer:
                    disable=not (self.progress and self.dist.is_main))
         window = MetricsWindow()
         deadline = None if cfg.max_minutes is None else time.monotonic() + 60.0 * cfg.max_minutes
+        budget = None  # what the cosine_deadline schedule needs to know of the clock
+        if deadline is not None and cfg.lr_schedule == "cosine_deadline":
+            budget = (self.elapsed, time.monotonic())
+            self.time_progress = self.elapsed / (self.elapsed + 60.0 * cfg.max_minutes)  # the same on all ranks
         stopped_by = None
         while self.step < cfg.max_steps:
             t0 = time.perf_counter()
             logs = self._train_step()
             self.elapsed += time.perf_counter() - t0
             window.add(logs.pop("loss"), logs)
-            stop_now = self._stop_now(deadline)
+            stop_now = self._stop_now(deadline, budget)
             last = self.step == cfg.max_steps or stop_now
             if self.step % cfg.log_every == 0 or last:
                 norms = {("grad_norm" if name == "optimizer" else f"{name}_grad_norm"): v
                          for name, v in self.grad_norms.items()}
-                row = window.row(self.step, cfg.batch_size, self.dist, lr=lr_at(self.step - 1, cfg), **norms,
+                row = window.row(self.step, cfg.batch_size, self.dist, lr=self.lr_used, **norms,
                                  elapsed_s=self.elapsed)
                 losses.append((self.step, row["loss"]))
                 if self.dist.is_main:
