@@ -375,18 +375,18 @@ class Trainer:
             # at exit, where gloo's threads abort the process ("terminate called without an active exception")
             self.wrapped.clear()
 
-    def _stop_now(self, deadline: float | None, budget: tuple[float, float] | None) -> bool:
+    def _stop_now(self, deadline: float | None, budget: float | None) -> bool:
         """The time budget is decided on rank 0 and a signal on any rank; both are shared (one all-reduce),
-        so all ranks stop at the same step. With ``budget`` = (training seconds before this invocation,
-        monotonic start) the spent fraction of the budget is shared too (``self.time_progress``, which the
-        ``cosine_deadline`` schedule reads), so all ranks use the same learning rate."""
+        so all ranks stop at the same step. With ``budget`` (the run's whole training time in seconds: those
+        before this invocation plus ``max_minutes``) the spent fraction of it is shared too
+        (``self.time_progress``, which the ``cosine_deadline`` schedule reads), so all ranks use the same
+        learning rate."""
         now = time.monotonic()
         timed_out = deadline is not None and self.dist.is_main and now > deadline
         stop = timed_out or self._stop.name is not None
         if budget is None:
             return any_rank(stop, self.dist)
-        before, start = budget
-        frac = (before + now - start) / (before + 60.0 * self.cfg.max_minutes) if self.dist.is_main else 0.0
+        frac = 1.0 - (deadline - now) / budget if self.dist.is_main else 0.0
         shared = max_over_ranks([1.0 if stop else 0.0, frac], self.dist)
         self.time_progress = shared[1]
         return shared[0] > 0
@@ -403,10 +403,10 @@ class Trainer:
                    disable=not (self.progress and self.dist.is_main))
         window = MetricsWindow()
         deadline = None if cfg.max_minutes is None else time.monotonic() + 60.0 * cfg.max_minutes
-        budget = None  # what the cosine_deadline schedule needs to know of the clock
+        budget = None  # the run's whole training time, which the cosine_deadline schedule anneals over
         if deadline is not None and cfg.lr_schedule == "cosine_deadline":
-            budget = (self.elapsed, time.monotonic())
-            self.time_progress = self.elapsed / (self.elapsed + 60.0 * cfg.max_minutes)  # the same on all ranks
+            budget = self.elapsed + 60.0 * cfg.max_minutes
+            self.time_progress = self.elapsed / budget  # the same on all ranks (elapsed is the checkpoint's)
         stopped_by = None
         while self.step < cfg.max_steps:
             t0 = time.perf_counter()
